@@ -1,0 +1,77 @@
+"""All runtime settings in one place (env prefix ``DELAYWATCH_``, nested groups with ``__``).
+
+Example: ``DELAYWATCH_KAFKA__BOOTSTRAP_SERVERS=broker:9092``,
+``DELAYWATCH_TIME__ALLOWED_LATENESS_S=900``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class KafkaSettings(BaseModel):
+    bootstrap_servers: str = "127.0.0.1:9092"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = None
+
+
+class TopicSettings(BaseModel):
+    orders: str = "orders"
+    inventory: str = "inventory"
+    scans: str = "carrier-scans"
+    alerts_delay: str = "alerts.delay"
+    alerts_stock: str = "alerts.stock"
+    dlq: str = "delaywatch.dlq"
+    # internal re-keying topics (co-partitioned with the tables that consume them)
+    order_lines: str = "delaywatch.order-lines"
+    stock_notices: str = "delaywatch.stock-notices"
+    partitions: int = Field(4, ge=1)
+    replication_factor: int = Field(1, ge=1)
+
+
+class TimeSettings(BaseModel):
+    # How far behind its own stream's clock an event may arrive and still be ordered by its
+    # occurred_at; later events are ordered at their arrival (see delaywatch.core.engine).
+    allowed_lateness_s: float = Field(1800.0, ge=0)
+    # An event this far ahead of its stream's clock is rejected as impossible.
+    max_future_s: float = Field(3 * 86400.0, gt=0)
+    # Order lines travel through an internal topic; shipment partitions send a heartbeat of
+    # their order clock this often (event time) so stock partitions can advance.
+    heartbeat_s: float = Field(900.0, gt=0)
+    # Live only: while every input is idle this long (wall clock), let the watermark follow
+    # the wall clock so a silent carrier is still noticed. None = off (replay never does it).
+    idle_advance_after_s: float | None = None
+
+
+class WorkerSettings(BaseModel):
+    app_id: str = "delaywatch"
+    web_port: int = 6066
+    store: str = "memory://"
+    # seconds between Faust offset commits
+    commit_interval_s: float = 2.0
+    broker_session_timeout_s: float = 30.0
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="DELAYWATCH_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    kafka: KafkaSettings = KafkaSettings()
+    topics: TopicSettings = TopicSettings()
+    time: TimeSettings = TimeSettings()
+    worker: WorkerSettings = WorkerSettings()
+    thresholds_file: Path | None = None
+    log_level: str = "INFO"
+    log_format: Literal["auto", "json", "console"] = "auto"
+
+    def masked(self) -> dict[str, object]:
+        """Settings as a dict safe to print or log (SecretStr renders as '**********')."""
+        return self.model_dump(mode="json")

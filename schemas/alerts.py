@@ -1,0 +1,94 @@
+"""Alert schema v1 (topics ``alerts.delay`` and ``alerts.stock``).
+
+Contract for notifier services: ``alert_id`` is stable across re-runs and restarts
+(a hash of key, kind and episode), so a consumer that remembers the ids it has delivered is
+exactly-once. Each (key, kind) has at most one open episode; ``updated`` is sent only when
+severity changes; ``resolved`` closes the episode. A later recurrence is a new episode with a
+new alert_id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from delaywatch.schemas.events import UtcDatetime
+from pydantic import BaseModel, ConfigDict, Field
+
+ALERT_SCHEMA_VERSION = 1
+
+
+class AlertStatus(StrEnum):
+    OPEN = "open"
+    UPDATED = "updated"
+    RESOLVED = "resolved"
+
+
+class Severity(StrEnum):
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+    CRITICAL = "critical"
+
+
+SEVERITY_RANK = {Severity.LOW: 0, Severity.MEDIUM: 1, Severity.HIGH: 2, Severity.CRITICAL: 3}
+
+
+class Compensation(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    kind: str
+    amount_krw: int
+    reason: str
+
+
+class Risk(BaseModel):
+    """Filled by the learned models (issue #4); null from the rule detectors."""
+
+    model_config = ConfigDict(frozen=True)
+
+    p_late: float
+    eta_p50: datetime | None = None
+    eta_p90: datetime | None = None
+    model: str
+    top_features: list[str] = Field(default_factory=list)
+
+
+def alert_id_for(key: str, kind: str, episode: int) -> str:
+    """Deterministic id: the same incident yields the same id in every run.
+
+    >>> alert_id_for("O-1", "waybill_missing", 1)
+    'al-...'
+    """
+    digest = hashlib.blake2b(f"{key}|{kind}|{episode}".encode(), digest_size=10).hexdigest()
+    return f"al-{digest}"
+
+
+class Alert(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    schema_version: Literal[1] = ALERT_SCHEMA_VERSION
+    alert_id: str
+    status: AlertStatus
+    category: Literal["delay", "stock"]
+    kind: str
+    key: str
+    episode: int
+    severity: Severity
+    reason_codes: list[str]
+    evidence: dict[str, Any]
+    detected_at: UtcDatetime
+    order_id: str | None = None
+    warehouse_id: str | None = None
+    sku: str | None = None
+    carrier: str | None = None
+    stage: str | None = None
+    promised_at: UtcDatetime | None = None
+    customer_ref: str | None = None
+    customer_tier: str | None = None
+    message_ko: str | None = None
+    message_en: str | None = None
+    compensation_suggested: Compensation | None = None
+    risk: Risk | None = None
