@@ -1,0 +1,87 @@
+"""The edge: raw Kafka bytes -> a validated event, or a reason why not (for the DLQ)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import orjson
+from pydantic import BaseModel, ValidationError
+
+from delaywatch.schemas.events import InventoryEvent, OrderEvent, ScanEvent
+
+__all__ = ["EVENT_MODELS", "MAX_PAYLOAD_BYTES", "DecodeError", "decode", "expected_key"]
+
+EVENT_MODELS: dict[str, type[BaseModel]] = {
+    "orders": OrderEvent,
+    "inventory": InventoryEvent,
+    "scans": ScanEvent,
+}
+MAX_PAYLOAD_BYTES = 256 * 1024
+_EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+_LATEST = datetime(2100, 1, 1, tzinfo=UTC)
+
+
+class DecodeError(Exception):
+    def __init__(self, reason: str, message: str, event_id: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+        self.event_id = event_id
+
+
+def _classify(err: ValidationError) -> tuple[str, str]:
+    first = err.errors(include_url=False)[0]
+    kind = first["type"]
+    where = ".".join(str(p) for p in first["loc"]) or "<root>"
+    if kind == "missing":
+        return "missing_field", f"missing field {where!r}"
+    if kind in ("enum", "literal_error"):
+        return "unknown_enum", f"{where}: {first['msg']} (got {first.get('input')!r:.80})"
+    if kind == "json_invalid":
+        return "invalid_json", f"invalid JSON: {first['msg']}"
+    return "schema_violation", f"{where}: {first['msg']}"
+
+
+def expected_key(role: str, event: BaseModel) -> str:
+    if role == "inventory":
+        assert isinstance(event, InventoryEvent)
+        return event.stock_key
+    return event.order_id  # type: ignore[attr-defined, no-any-return]
+
+
+def decode(role: str, raw: bytes | None, key: str | bytes | None) -> BaseModel:
+    """Validate one record of an input topic; raise :class:`DecodeError` with a DLQ reason."""
+    if raw is None or raw == b"":
+        raise DecodeError("invalid_json", "empty payload (tombstone on an input topic)")
+    if len(raw) > MAX_PAYLOAD_BYTES:
+        raise DecodeError("schema_violation", f"payload of {len(raw)} bytes exceeds the limit")
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DecodeError("undecodable", f"payload is not UTF-8: {exc}") from None
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise DecodeError("invalid_json", f"invalid JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise DecodeError("invalid_json", f"expected a JSON object, got {type(obj).__name__}")
+    event_id = obj.get("event_id") if isinstance(obj.get("event_id"), str) else None
+    try:
+        event = EVENT_MODELS[role].model_validate(obj)
+    except ValidationError as exc:
+        reason, message = _classify(exc)
+        raise DecodeError(reason, message, event_id) from None
+    occurred: datetime = event.occurred_at  # type: ignore[attr-defined]
+    if not _EARLIEST <= occurred < _LATEST:
+        raise DecodeError("impossible_timestamp", f"occurred_at {occurred.isoformat()} is out of "
+                          "range", event_id)
+    if isinstance(key, bytes):
+        try:
+            key = key.decode("utf-8")
+        except UnicodeDecodeError:
+            key = repr(key)
+    want = expected_key(role, event)
+    if key != want:
+        raise DecodeError("key_mismatch", f"record key {key!r} but the payload belongs to "
+                          f"{want!r}: it would be joined on the wrong partition", event_id)
+    return event

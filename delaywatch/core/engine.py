@@ -1,0 +1,260 @@
+"""The event-time engine every delaywatch pipeline runs on (Faust worker, replay, tests).
+
+One :class:`Engine` owns the keyed state of one partition. It is pure: no I/O, no wall clock.
+
+Time model
+----------
+Each input *stream* (a topic partition, or an internal origin) keeps a clock: the largest
+``occurred_at`` it has delivered. An event's **effective time** is
+``max(occurred_at, clock_before_it - allowed_lateness)``: in-time events keep their own time,
+an event later than the allowed lateness is ordered at the moment its own stream noticed it.
+Because that depends only on the order *within* one stream, which Kafka preserves, every run
+orders the events of a key the same way, however the streams are interleaved.
+
+The **watermark** is ``min(clock of each gating stream) - allowed_lateness``. No event of a
+gating stream can arrive later with an effective time below it, so everything up to the
+watermark is final: events wait in their key's ``pending`` list and are applied in
+(effective time, stream rank, event_id) order, interleaved with the deadlines the logic asks
+for. A deadline therefore fires exactly when the event clock passes it, in live mode and in a
+replay of last month alike.
+
+Side streams (e.g. stock notices) do not gate the watermark; they are applied at
+``max(occurred_at, watermark)``, so logic fed by them must not depend on their position.
+"""
+
+from __future__ import annotations
+
+import bisect
+import heapq
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, Protocol, TypeVar
+
+__all__ = [
+    "Engine",
+    "Forward",
+    "KeyState",
+    "KeyedLogic",
+    "Pending",
+    "Rejected",
+]
+
+S = TypeVar("S")
+NEG_INF = -math.inf
+SEEN_LIMIT = 64  # event_ids remembered per key for de-duplication
+
+
+@dataclass(slots=True, frozen=True)
+class Forward:
+    """A record for another topic: ``role`` names it (``order_lines``, ``stock_notices``)."""
+
+    role: str
+    key: str | None
+    value: dict[str, Any]
+    partition: int | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class Rejected:
+    """A valid-looking event the core refuses; the caller turns it into a DLQ record."""
+
+    reason: str
+    error: str
+    event_id: str | None = None
+
+
+@dataclass(slots=True, order=True)
+class Pending:
+    eff: float
+    rank: int
+    event_id: str
+    stream: str = field(compare=False)
+    event: Any = field(compare=False)
+
+
+@dataclass(slots=True)
+class KeyState(Generic[S]):
+    key: str
+    data: S
+    pending: list[Pending] = field(default_factory=list)
+    seen: list[str] = field(default_factory=list)
+    due: float | None = None  # next deadline the logic asked for
+    last_at: float = NEG_INF  # effective time of the last thing applied
+
+
+class KeyedLogic(Protocol[S]):
+    """What an engine needs from the detector logic of one kind of key."""
+
+    def new_state(self, key: str) -> S: ...
+
+    def on_receipt(self, state: S, stream: str, event: Any, clocks: dict[str, float]) -> list[Any]:
+        """Act at arrival, before ordering (e.g. forward order lines to the stock table)."""
+        ...
+
+    def apply(self, state: S, stream: str, event: Any, at: float) -> list[Any]: ...
+
+    def on_time(self, state: S, at: float) -> list[Any]: ...
+
+    def next_due(self, state: S, after: float) -> float | None: ...
+
+    def expired(self, state: S, watermark: float) -> bool: ...
+
+
+class Engine(Generic[S]):
+    """Keyed state of one partition, ordered and timed by event time."""
+
+    def __init__(
+        self,
+        logic: KeyedLogic[S],
+        *,
+        gating_streams: Sequence[str],
+        side_streams: Sequence[str] = (),
+        allowed_lateness_s: float = 1800.0,
+        max_future_s: float = 3 * 86400.0,
+    ) -> None:
+        self.logic = logic
+        self.gating_streams = tuple(gating_streams)
+        self.side_streams = tuple(side_streams)
+        self.allowed_lateness_s = allowed_lateness_s
+        self.max_future_s = max_future_s
+        self.rank = {s: i for i, s in enumerate((*self.gating_streams, *self.side_streams))}
+        self.clocks: dict[str, float] = {}
+        self.states: dict[str, KeyState[S]] = {}
+        self.dirty: set[str] = set()
+        self.deleted: set[str] = set()
+        self.duplicates = 0
+        self._heap: list[tuple[float, str]] = []
+        self._scheduled: dict[str, float] = {}
+        self._forced_watermark = NEG_INF
+
+    # -- time -------------------------------------------------------------------------
+    @property
+    def watermark(self) -> float:
+        clocks = self.clocks
+        low = math.inf
+        for stream in self.gating_streams:
+            clock = clocks.get(stream)
+            if clock is None:
+                low = NEG_INF
+                break
+            low = min(low, clock)
+        wm = low - self.allowed_lateness_s if low > NEG_INF else NEG_INF
+        return max(wm, self._forced_watermark)
+
+    def advance_to(self, watermark: float) -> list[Any]:
+        """Let the watermark follow an outside clock (live mode, idle input only)."""
+        self._forced_watermark = max(self._forced_watermark, watermark)
+        return self._run(self.watermark)
+
+    # -- input ------------------------------------------------------------------------
+    def ingest(
+        self, stream: str, key: str, event: Any, event_id: str, occurred_at: float
+    ) -> list[Any]:
+        clock = self.clocks.get(stream, NEG_INF)
+        if clock > NEG_INF and occurred_at > clock + self.max_future_s:
+            return [
+                Rejected(
+                    "impossible_timestamp",
+                    f"occurred_at is {(occurred_at - clock) / 3600:.1f} h ahead of the "
+                    f"{stream!r} stream clock (limit {self.max_future_s / 3600:.0f} h)",
+                    event_id,
+                )
+            ]
+        ks = self.states.get(key)
+        if ks is None:
+            ks = KeyState(key, self.logic.new_state(key))
+            self.states[key] = ks
+        if event_id in ks.seen:
+            self.duplicates += 1
+            return []
+        ks.seen.append(event_id)
+        if len(ks.seen) > SEEN_LIMIT:
+            del ks.seen[0]
+
+        if stream in self.side_streams:
+            eff = max(occurred_at, self.watermark)
+        else:
+            eff = max(occurred_at, clock - self.allowed_lateness_s)
+            if occurred_at > clock:
+                self.clocks[stream] = occurred_at
+        outputs = self.logic.on_receipt(ks.data, stream, event, self.clocks)
+        bisect.insort(ks.pending, Pending(eff, self.rank.get(stream, 99), event_id, stream, event))
+        self.dirty.add(key)
+        self._schedule(ks)
+        outputs.extend(self._run(self.watermark))
+        return outputs
+
+    def observe_clock(self, stream: str, clock: float) -> list[Any]:
+        """A heartbeat: the stream's clock reached ``clock`` without an event for us."""
+        if clock > self.clocks.get(stream, NEG_INF):
+            self.clocks[stream] = clock
+        return self._run(self.watermark)
+
+    # -- ordering and deadlines ----------------------------------------------------------
+    def _schedule(self, ks: KeyState[S]) -> None:
+        nxt = math.inf
+        if ks.pending:
+            nxt = ks.pending[0].eff
+        if ks.due is not None and ks.due < nxt:
+            nxt = ks.due
+        if nxt == math.inf:
+            self._scheduled.pop(ks.key, None)
+            return
+        if self._scheduled.get(ks.key) != nxt:
+            self._scheduled[ks.key] = nxt
+            heapq.heappush(self._heap, (nxt, ks.key))
+
+    def _run(self, wm: float) -> list[Any]:
+        outputs: list[Any] = []
+        heap = self._heap
+        while heap and heap[0][0] <= wm:
+            t, key = heapq.heappop(heap)
+            if self._scheduled.get(key) != t:
+                continue  # superseded entry
+            del self._scheduled[key]
+            ks = self.states[key]
+            outputs.extend(self._run_key(ks, wm))
+            if self.logic.expired(ks.data, wm) and not ks.pending:
+                del self.states[key]
+                self.dirty.discard(key)
+                self.deleted.add(key)
+                continue
+            self._schedule(ks)
+        return outputs
+
+    def _run_key(self, ks: KeyState[S], wm: float) -> list[Any]:
+        outputs: list[Any] = []
+        logic = self.logic
+        while True:
+            next_ev = ks.pending[0].eff if ks.pending else math.inf
+            next_due = ks.due if ks.due is not None else math.inf
+            at = min(next_ev, next_due)
+            if at > wm:
+                break
+            if next_ev <= next_due:
+                p = ks.pending.pop(0)
+                outputs.extend(logic.apply(ks.data, p.stream, p.event, p.eff))
+            else:
+                outputs.extend(logic.on_time(ks.data, next_due))
+            ks.last_at = at
+            ks.due = logic.next_due(ks.data, at)
+        self.dirty.add(ks.key)
+        return outputs
+
+    # -- persistence helpers (used by the Faust layer) -----------------------------------------
+    def restore(self, states: Iterable[KeyState[S]], clocks: dict[str, float]) -> None:
+        """Rebuild the in-memory indexes from recovered state."""
+        for stream, clock in clocks.items():
+            if clock > self.clocks.get(stream, NEG_INF):
+                self.clocks[stream] = clock
+        for ks in states:
+            self.states[ks.key] = ks
+            self._schedule(ks)
+
+    def take_changes(self) -> tuple[dict[str, KeyState[S]], set[str]]:
+        """Keys changed and deleted since the last call (for coalesced table writes)."""
+        changed = {k: self.states[k] for k in self.dirty if k in self.states}
+        deleted = self.deleted
+        self.dirty, self.deleted = set(), set()
+        return changed, deleted

@@ -1,0 +1,178 @@
+"""The topology in one process: what the Faust worker does with Kafka, without Kafka.
+
+A :class:`ShipmentPartition` and a :class:`StockPartition` wrap the engines of partition ``p``.
+The Faust agents call them for the partition of the record at hand; :class:`Topology` runs
+``n`` of each and routes records between them with Kafka's own partitioner, so replay follows
+exactly the per-partition event order (and hence the watermarks) of a live run.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Any
+
+from aiokafka.partitioner import murmur2
+
+from delaywatch.config.settings import Settings
+from delaywatch.config.thresholds import Thresholds
+from delaywatch.core.decode import DecodeError, decode
+from delaywatch.core.engine import Engine, Forward, Rejected
+from delaywatch.core.shipment import NOTICES, ORDERS, SCANS, ShipmentLogic
+from delaywatch.core.state import ShipmentState, StockState
+from delaywatch.core.stock import INVENTORY, StockLogic, lines_stream
+from delaywatch.schemas.alerts import Alert
+from delaywatch.schemas.dlq import DeadLetter, SourceRef
+from delaywatch.schemas.events import StockNotice
+
+__all__ = [
+    "INPUT_ROLES",
+    "ShipmentPartition",
+    "StockPartition",
+    "Topology",
+    "dead_letter",
+    "partition_for",
+]
+
+INPUT_ROLES = ("orders", "inventory", "scans")
+
+
+@lru_cache(maxsize=262_144)
+def partition_for(key: str, partitions: int) -> int:
+    """The partition Kafka's default (murmur2) partitioner gives ``key``."""
+    return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
+
+
+def dead_letter(
+    reason: str, error: str, stage: str, source: SourceRef, raw: bytes | None,
+    event_id: str | None = None, at: datetime | None = None,
+) -> DeadLetter:
+    raw = raw or b""
+    try:
+        payload, encoding = raw.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        payload, encoding = base64.b64encode(raw).decode("ascii"), "base64"
+    return DeadLetter(
+        reason=reason, error=error[:2000], stage=stage,  # type: ignore[arg-type]
+        source=source, payload=payload, payload_encoding=encoding,  # type: ignore[arg-type]
+        event_id=event_id, first_failure_at=at, last_failure_at=at,
+    )
+
+
+class ShipmentPartition:
+    """Shipment table of one partition: orders + carrier scans (+ stock notices)."""
+
+    def __init__(self, settings: Settings, thresholds: Thresholds, partition: int) -> None:
+        self.partition = partition
+        self.logic = ShipmentLogic(
+            thresholds, partition=partition, stock_partitions=settings.topics.partitions,
+            heartbeat_s=settings.time.heartbeat_s,
+        )
+        self.engine: Engine[ShipmentState] = Engine(
+            self.logic, gating_streams=(ORDERS, SCANS), side_streams=(NOTICES,),
+            allowed_lateness_s=settings.time.allowed_lateness_s,
+            max_future_s=settings.time.max_future_s,
+        )
+
+    def on_event(self, role: str, event: Any) -> list[Any]:
+        stream = ORDERS if role == "orders" else SCANS
+        return self.engine.ingest(stream, event.order_id, event, event.event_id,
+                                  event.occurred_at.timestamp())
+
+    def on_notice(self, notice: StockNotice) -> list[Any]:
+        return self.engine.ingest(NOTICES, notice.order_id, notice, notice.notice_id,
+                                  notice.occurred_at.timestamp())
+
+
+class StockPartition:
+    """Stock table of one partition: inventory events + re-keyed order lines."""
+
+    def __init__(self, settings: Settings, thresholds: Thresholds, partition: int) -> None:
+        self.partition = partition
+        n = settings.topics.partitions
+        self.engine: Engine[StockState] = Engine(
+            StockLogic(thresholds),
+            gating_streams=(INVENTORY, *(lines_stream(q) for q in range(n))),
+            allowed_lateness_s=settings.time.allowed_lateness_s,
+            max_future_s=settings.time.max_future_s,
+        )
+
+    def on_inventory(self, event: Any) -> list[Any]:
+        return self.engine.ingest(INVENTORY, event.stock_key, event, event.event_id,
+                                  event.occurred_at.timestamp())
+
+    def on_line(self, msg: dict[str, Any]) -> list[Any]:
+        stream = lines_stream(int(msg["origin"]))
+        if msg["kind"] == "heartbeat":
+            return self.engine.observe_clock(stream, float(msg["clock"]))
+        key = f"{msg['warehouse_id']}:{msg['sku']}"
+        return self.engine.ingest(stream, key, msg, msg["event_id"], float(msg["occurred_at"]))
+
+
+@dataclass
+class TopologyStats:
+    events: int = 0
+    duplicates: int = 0
+    dlq_by_reason: dict[str, int] = field(default_factory=dict)
+
+
+class Topology:
+    """``n`` shipment and stock partitions wired as the Faust worker wires them."""
+
+    def __init__(self, settings: Settings, thresholds: Thresholds) -> None:
+        self.n = settings.topics.partitions
+        self.shipments = [ShipmentPartition(settings, thresholds, p) for p in range(self.n)]
+        self.stocks = [StockPartition(settings, thresholds, p) for p in range(self.n)]
+        self.stats = TopologyStats()
+
+    def feed(
+        self, role: str, key: str | None, raw: bytes | None, source: SourceRef
+    ) -> Iterator[Alert | DeadLetter]:
+        """One input record; yields the alerts and dead letters it causes."""
+        self.stats.events += 1
+        try:
+            event = decode(role, raw, key)
+        except DecodeError as exc:
+            yield self._dlq(exc.reason, exc.message, "decode", source, raw, exc.event_id)
+            return
+        p = partition_for(key or "", self.n)
+        if role == "inventory":
+            outputs = self.stocks[p].on_inventory(event)
+        else:
+            outputs = self.shipments[p].on_event(role, event)
+        yield from self._route(outputs, source, raw)
+
+    def _route(
+        self, outputs: list[Any], source: SourceRef, raw: bytes | None
+    ) -> Iterator[Alert | DeadLetter]:
+        queue = list(outputs)
+        while queue:
+            out = queue.pop(0)
+            if isinstance(out, Alert):
+                yield out
+            elif isinstance(out, Rejected):
+                yield self._dlq(out.reason, out.error, "process", source, raw, out.event_id)
+            elif isinstance(out, Forward):
+                if out.role == "order_lines":
+                    p = out.partition if out.partition is not None else partition_for(
+                        out.key or "", self.n)
+                    queue.extend(self.stocks[p].on_line(out.value))
+                else:  # stock_notices
+                    notice = StockNotice.model_validate(out.value)
+                    p = partition_for(notice.order_id, self.n)
+                    queue.extend(self.shipments[p].on_notice(notice))
+
+    def _dlq(self, reason: str, error: str, stage: str, source: SourceRef, raw: bytes | None,
+             event_id: str | None) -> DeadLetter:
+        self.stats.dlq_by_reason[reason] = self.stats.dlq_by_reason.get(reason, 0) + 1
+        at = (datetime.fromtimestamp(source.timestamp_ms / 1000, UTC)
+              if source.timestamp_ms is not None else None)
+        return dead_letter(reason, error, stage, source, raw, event_id, at)
+
+    @property
+    def duplicates(self) -> int:
+        return sum(s.engine.duplicates for s in self.shipments) + sum(
+            s.engine.duplicates for s in self.stocks)

@@ -1,0 +1,216 @@
+"""Shipment logic: the join of order events, carrier scans and stock notices per order."""
+
+from __future__ import annotations
+
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from delaywatch.config.thresholds import Thresholds
+from delaywatch.core.alerts import Transition, ts_to_dt
+from delaywatch.core.engine import Forward, Rejected
+from delaywatch.core.state import ShipmentState, Stage
+from delaywatch.models.messages import customer_message
+from delaywatch.models.rules import DelayRules, ShipmentDetector, dispatch_deadlines
+from delaywatch.schemas.alerts import Alert, Compensation
+from delaywatch.schemas.events import OrderEvent, OrderEventType, ScanEvent, ScanType, StockNotice
+
+__all__ = ["NOTICES", "ORDERS", "SCANS", "ShipmentLogic"]
+
+ORDERS, SCANS, NOTICES = "orders", "scans", "notices"
+H = 3600.0
+RETENTION_S = 3 * 86400.0  # finished orders stay this long (event time) for late events
+MAX_AGE_S = 30 * 86400.0  # orders that never finish are dropped after this
+SCAN_BEFORE_ORDER_TOLERANCE_S = 3600.0
+
+_SCAN_STAGE = {
+    ScanType.WAYBILL_CREATED: Stage.WAYBILL,
+    ScanType.PICKED_UP: Stage.PICKED_UP,
+    ScanType.ARRIVED_AT_HUB: Stage.IN_TRANSIT,
+    ScanType.DEPARTED_HUB: Stage.IN_TRANSIT,
+    ScanType.OUT_FOR_DELIVERY: Stage.OUT_FOR_DELIVERY,
+    ScanType.DELIVERED: Stage.DELIVERED,
+}
+_PROGRESS = frozenset(
+    {ScanType.ARRIVED_AT_HUB, ScanType.DEPARTED_HUB, ScanType.OUT_FOR_DELIVERY, ScanType.DELIVERED}
+)
+
+
+class ShipmentLogic:
+    """Keyed logic for the shipment table (key = order_id) of one partition."""
+
+    def __init__(
+        self,
+        thresholds: Thresholds,
+        *,
+        partition: int = 0,
+        stock_partitions: int = 1,
+        heartbeat_s: float = 900.0,
+        detectors: list[ShipmentDetector] | None = None,
+    ) -> None:
+        self.thresholds = thresholds
+        self.tz = ZoneInfo(thresholds.timezone)
+        self.partition = partition
+        self.stock_partitions = stock_partitions
+        self.heartbeat_s = heartbeat_s
+        self.rules = DelayRules(thresholds)
+        self.detectors: list[ShipmentDetector] = detectors or [self.rules]
+        self.last_heartbeat = -float("inf")
+
+    def new_state(self, key: str) -> ShipmentState:
+        return ShipmentState(order_id=key)
+
+    # -- at arrival: re-key order lines to the stock table -----------------------------------
+    def on_receipt(
+        self, s: ShipmentState, stream: str, event: Any, clocks: dict[str, float]
+    ) -> list[Any]:
+        if stream != ORDERS:
+            return []
+        out: list[Any] = []
+        ev: OrderEvent = event
+        kind = None
+        if ev.event_type == OrderEventType.ORDER_PLACED:
+            kind = "line"
+        elif ev.event_type == OrderEventType.ORDER_CANCELLED:
+            kind = "release"
+        if kind is not None:
+            warehouse = ev.warehouse_id or s.warehouse_id
+            lines = [(ln.sku, ln.quantity) for ln in ev.lines] or s.lines
+            for i, (sku, qty) in enumerate(lines):
+                out.append(Forward("order_lines", f"{warehouse}:{sku}", {
+                    "kind": kind, "origin": self.partition, "event_id": f"{ev.event_id}:{i}",
+                    "order_id": ev.order_id, "warehouse_id": warehouse, "sku": sku,
+                    "quantity": qty, "occurred_at": ev.occurred_at.timestamp(),
+                }))
+        clock = clocks.get(ORDERS, -float("inf"))
+        if clock - self.last_heartbeat >= self.heartbeat_s:
+            # Stock partitions order lines by our orders clock; tell all of them it moved.
+            self.last_heartbeat = clock
+            for p in range(self.stock_partitions):
+                out.append(Forward("order_lines", None, {
+                    "kind": "heartbeat", "origin": self.partition, "clock": clock}, partition=p))
+        return out
+
+    # -- in event-time order ---------------------------------------------------------------
+    def apply(self, s: ShipmentState, stream: str, event: Any, at: float) -> list[Any]:
+        pulse = None
+        if stream == ORDERS:
+            self._apply_order(s, event)
+        elif stream == SCANS:
+            rejected = self._apply_scan(s, event)
+            if rejected is not None:
+                return [rejected]
+        else:
+            notice: StockNotice = event
+            s.shortages = [*s.shortages, {"warehouse_id": notice.warehouse_id, "sku": notice.sku,
+                                          "shortfall": notice.shortfall}][-5:]
+            pulse = "stock_shortage"
+        return self._evaluate(s, at, pulse)
+
+    def on_time(self, s: ShipmentState, at: float) -> list[Any]:
+        return self._evaluate(s, at, None)
+
+    def next_due(self, s: ShipmentState, after: float) -> float | None:
+        due = [t for d in self.detectors for t in d.deadlines(s) if t > after]
+        return min(due) if due else None
+
+    def expired(self, s: ShipmentState, watermark: float) -> bool:
+        if s.book.open_kinds():
+            return False
+        finished = s.finished_at
+        if finished is not None:
+            return watermark > finished + RETENTION_S
+        return s.placed_at is not None and watermark > s.placed_at + MAX_AGE_S
+
+    # -- facts -------------------------------------------------------------------------------
+    def _apply_order(self, s: ShipmentState, ev: OrderEvent) -> None:
+        t = ev.occurred_at.timestamp()
+        if ev.event_type == OrderEventType.ORDER_PLACED:
+            s.placed_at = t
+            s.promised_at = ev.promised_at.timestamp() if ev.promised_at else s.promised_at
+            s.customer_ref = ev.customer_ref
+            s.customer_tier = ev.customer_tier
+            s.warehouse_id = ev.warehouse_id
+            s.carrier = ev.carrier or s.carrier
+            s.service_level = ev.service_level
+            s.origin_region = ev.origin_region
+            s.destination_region = ev.destination_region
+            s.lines = [(ln.sku, ln.quantity) for ln in ev.lines]
+            s.order_value = ev.order_value
+            s.attributes = dict(ev.attributes)
+            if s.paid_at is not None and s.waybill_due is None:
+                self._fix_dispatch(s)
+        elif ev.event_type == OrderEventType.PAYMENT_CONFIRMED:
+            s.paid_at = t
+            if ev.promised_at is not None:
+                s.promised_at = ev.promised_at.timestamp()
+            if s.stage < Stage.PAID:
+                s.stage = Stage.PAID
+            self._fix_dispatch(s)
+        elif ev.event_type == OrderEventType.ORDER_CANCELLED:
+            s.cancelled_at = t
+        elif ev.event_type == OrderEventType.ADDRESS_CHANGED:
+            s.destination_region = ev.destination_region or s.destination_region
+
+    def _fix_dispatch(self, s: ShipmentState) -> None:
+        if s.paid_at is None:
+            return
+        lane = self.thresholds.for_lane(s.carrier, s.service_level)
+        s.waybill_due, s.handover_due = dispatch_deadlines(s.paid_at, lane, self.tz)
+
+    def _apply_scan(self, s: ShipmentState, ev: ScanEvent) -> Rejected | None:
+        t = ev.occurred_at.timestamp()
+        if s.placed_at is not None and t < s.placed_at - SCAN_BEFORE_ORDER_TOLERANCE_S:
+            return Rejected("impossible_timestamp",
+                            f"scan {ev.scan_type} at {ev.occurred_at.isoformat()} is "
+                            f"{(s.placed_at - t) / H:.1f} h before the order was placed",
+                            ev.event_id)
+        s.scans += 1
+        s.carrier = s.carrier or ev.carrier
+        if s.last_scan_at is None or t >= s.last_scan_at:
+            s.last_scan_at, s.last_scan_type, s.last_location = t, ev.scan_type.value, ev.location
+        st = _SCAN_STAGE.get(ev.scan_type)
+        if st is not None and st > s.stage:
+            s.stage = st
+        if ev.scan_type == ScanType.WAYBILL_CREATED:
+            s.waybill_at = s.waybill_at or t
+        elif ev.scan_type == ScanType.PICKED_UP:
+            s.picked_up_at = s.picked_up_at or t
+        elif ev.scan_type == ScanType.DELIVERED:
+            s.delivered_at = s.delivered_at or t
+        elif ev.scan_type == ScanType.RETURNED:
+            s.returned_at = s.returned_at or t
+        if ev.scan_type in (ScanType.EXCEPTION, ScanType.DELIVERY_FAILED):
+            s.exception_open, s.exception_type = True, ev.scan_type.value
+        elif ev.scan_type in _PROGRESS:
+            s.exception_open = False
+        if ev.carrier_eta is not None:
+            s.carrier_eta = ev.carrier_eta.timestamp()
+        return None
+
+    # -- alerts ------------------------------------------------------------------------------
+    def _evaluate(self, s: ShipmentState, at: float, pulse: str | None) -> list[Any]:
+        findings = [f for d in self.detectors for f in d.findings(s, at, pulse)]
+        return [self._alert(s, t) for t in s.book.evaluate(s.order_id, findings, at)]
+
+    def _alert(self, s: ShipmentState, t: Transition) -> Alert:
+        comp = None
+        late_h = None
+        if t.kind == "promise_broken" and s.promised_at is not None:
+            late_h = ((s.delivered_at or t.at) - s.promised_at) / H
+            rule = self.thresholds.compensation_for(s.customer_tier, late_h)
+            if rule is not None:
+                comp = Compensation(kind=rule.kind, amount_krw=rule.amount_krw,
+                                    reason=f"tier={rule.tier} late>={rule.late_h:g}h")
+        ko, en = customer_message(
+            t.kind, promised_at=s.promised_at, last_scan_at=s.last_scan_at,
+            last_location=s.last_location, eta=s.carrier_eta, tz=self.tz, late_h=late_h)
+        return Alert(
+            alert_id=t.alert_id, status=t.status, category="delay", kind=t.kind,
+            key=s.order_id, episode=t.episode, severity=t.severity,
+            reason_codes=list(t.reason_codes), evidence=t.evidence,
+            detected_at=ts_to_dt(t.at), order_id=s.order_id, warehouse_id=s.warehouse_id,
+            carrier=s.carrier, stage=s.stage.label,
+            promised_at=ts_to_dt(s.promised_at) if s.promised_at else None,
+            customer_ref=s.customer_ref, customer_tier=s.customer_tier,
+            message_ko=ko, message_en=en, compensation_suggested=comp,
+        )

@@ -1,0 +1,87 @@
+"""Per-key state of the two tables: one shipment per order, one stock ledger per SKU.
+
+Plain dataclasses with slots: cheap to update, pickled whole into the Faust table once per
+commit interval. Raw PII (``customer``) is never copied here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any
+
+from delaywatch.core.alerts import AlertBook
+
+__all__ = ["ShipmentState", "Stage", "StockState"]
+
+
+class Stage(IntEnum):
+    """Where an order is; scans only ever move it forward (they may arrive out of order)."""
+
+    ORDERED = 0
+    PAID = 1
+    WAYBILL = 2
+    PICKED_UP = 3
+    IN_TRANSIT = 4
+    OUT_FOR_DELIVERY = 5
+    DELIVERED = 6
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+@dataclass(slots=True)
+class ShipmentState:
+    order_id: str
+    placed_at: float | None = None
+    paid_at: float | None = None
+    promised_at: float | None = None
+    cancelled_at: float | None = None
+    customer_ref: str | None = None
+    customer_tier: str | None = None
+    warehouse_id: str | None = None
+    carrier: str | None = None
+    service_level: str | None = None
+    origin_region: str | None = None
+    destination_region: str | None = None
+    lines: list[tuple[str, int]] = field(default_factory=list)
+    order_value: float | None = None
+    attributes: dict[str, Any] = field(default_factory=dict)
+    # deadlines fixed at payment
+    waybill_due: float | None = None
+    handover_due: float | None = None
+    # carrier facts
+    stage: Stage = Stage.ORDERED
+    waybill_at: float | None = None
+    picked_up_at: float | None = None
+    delivered_at: float | None = None
+    returned_at: float | None = None
+    last_scan_at: float | None = None
+    last_scan_type: str | None = None
+    last_location: str | None = None
+    exception_open: bool = False
+    exception_type: str | None = None
+    carrier_eta: float | None = None
+    scans: int = 0
+    shortages: list[dict[str, Any]] = field(default_factory=list)
+    book: AlertBook = field(default_factory=AlertBook)
+
+    @property
+    def finished_at(self) -> float | None:
+        return self.delivered_at or self.cancelled_at or self.returned_at
+
+
+@dataclass(slots=True)
+class StockState:
+    key: str
+    warehouse_id: str | None = None
+    sku: str | None = None
+    wms_level: int | None = None
+    oms_level: int | None = None
+    wms_snapshot: tuple[int, float] | None = None
+    oms_snapshot: tuple[int, float] | None = None
+    mismatch: int | None = None  # oms - wms at the last snapshot pair beyond tolerance
+    demand: dict[str, int] = field(default_factory=dict)  # open (not yet picked) per order
+    notified: list[str] = field(default_factory=list)  # orders told they are short
+    book: AlertBook = field(default_factory=AlertBook)

@@ -1,0 +1,218 @@
+"""Rule detectors: thresholds from ``config/thresholds.yaml``, decisions in event time.
+
+Each detector answers two questions about one key's state:
+``deadlines(state)`` — at which event times could my condition change without a new event?
+``findings(state, at)`` — does my condition hold at event time ``at``?
+The engine calls ``findings`` after every applied event and at every deadline; the
+:class:`~delaywatch.core.alerts.AlertBook` turns the answers into open/updated/resolved.
+The learned detectors (issue #4) implement the same two methods.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Protocol
+from zoneinfo import ZoneInfo
+
+from delaywatch.config.thresholds import LaneThresholds, Thresholds
+from delaywatch.schemas.alerts import Severity
+
+from delaywatch.core.alerts import Finding
+from delaywatch.core.state import ShipmentState, Stage, StockState
+
+__all__ = [
+    "DELAY_KINDS",
+    "STOCK_KINDS",
+    "DelayRules",
+    "ShipmentDetector",
+    "StockRules",
+    "dispatch_deadlines",
+]
+
+DELAY_KINDS = (
+    "waybill_missing",
+    "handover_missed",
+    "tracking_stale",
+    "carrier_exception",
+    "promise_at_risk",
+    "promise_broken",
+    "stock_shortage",
+)
+STOCK_KINDS = ("oversell", "negative_stock", "stock_mismatch")
+H = 3600.0
+
+_UP = {Severity.LOW: Severity.MEDIUM, Severity.MEDIUM: Severity.HIGH,
+       Severity.HIGH: Severity.CRITICAL, Severity.CRITICAL: Severity.CRITICAL}
+
+
+def _sev(base: Severity, tier: str | None) -> Severity:
+    # VIP customers first: every delay alert about them is one level more urgent.
+    return _UP[base] if tier == "vip" else base
+
+
+def _iso(ts: float | None) -> str | None:
+    return datetime.fromtimestamp(ts, ZoneInfo("UTC")).isoformat() if ts is not None else None
+
+
+def dispatch_deadlines(paid_at: float, th: LaneThresholds, tz: ZoneInfo) -> tuple[float, float]:
+    """(waybill due, handover due): payment before the cut-off ships the same local day."""
+    local = datetime.fromtimestamp(paid_at, tz)
+    day = local.date() if local.time() < th.cutoff else local.date() + timedelta(days=1)
+    cutoff = datetime.combine(day, th.cutoff, tzinfo=tz).timestamp()
+    return cutoff + th.waybill_grace_h * H, cutoff + th.handover_grace_h * H
+
+
+def _remaining_key(stage: Stage) -> str | None:
+    if stage in (Stage.PAID,):
+        return "paid"
+    if stage == Stage.WAYBILL:
+        return "waybill"
+    if stage in (Stage.PICKED_UP, Stage.IN_TRANSIT):
+        return "picked_up"
+    if stage == Stage.OUT_FOR_DELIVERY:
+        return "out_for_delivery"
+    return None
+
+
+class ShipmentDetector(Protocol):
+    kinds: tuple[str, ...]
+
+    def deadlines(self, s: ShipmentState) -> list[float]: ...
+
+    def findings(self, s: ShipmentState, at: float, pulse: str | None = None) -> list[Finding]: ...
+
+
+class DelayRules:
+    """The rule detectors over one order's shipment state."""
+
+    kinds = DELAY_KINDS
+
+    def __init__(self, thresholds: Thresholds) -> None:
+        self.thresholds = thresholds
+        self.tz = ZoneInfo(thresholds.timezone)
+
+    def lane(self, s: ShipmentState) -> LaneThresholds:
+        return self.thresholds.for_lane(s.carrier, s.service_level)
+
+    def risk_due(self, s: ShipmentState) -> float | None:
+        key = _remaining_key(s.stage)
+        if s.promised_at is None or key is None:
+            return None
+        remaining = self.lane(s).remaining_h.get(key)
+        return None if remaining is None else s.promised_at - remaining * H
+
+    def deadlines(self, s: ShipmentState) -> list[float]:
+        if s.cancelled_at is not None or s.delivered_at is not None or s.returned_at is not None:
+            return []
+        out: list[float] = []
+        if s.stage < Stage.WAYBILL and s.waybill_due is not None:
+            out.append(s.waybill_due)
+        if s.stage < Stage.PICKED_UP and s.handover_due is not None:
+            out.append(s.handover_due)
+        if s.stage >= Stage.PICKED_UP and s.last_scan_at is not None:
+            th = self.lane(s)
+            out += [s.last_scan_at + th.stale_after_h * H, s.last_scan_at + th.stale_escalate_h * H]
+        if s.stage >= Stage.PAID and s.promised_at is not None:
+            out.append(s.promised_at)
+            risk = self.risk_due(s)
+            if risk is not None:
+                out.append(risk)
+        return out
+
+    def findings(self, s: ShipmentState, at: float, pulse: str | None = None) -> list[Finding]:
+        th = self.lane(s)
+        tier = s.customer_tier
+        cancelled = s.cancelled_at is not None
+        done = cancelled or s.delivered_at is not None or s.returned_at is not None
+        last_scan = {"type": s.last_scan_type, "at": _iso(s.last_scan_at),
+                     "location": s.last_location}
+        out: list[Finding] = []
+
+        waybill = (not done and s.waybill_due is not None and s.stage < Stage.WAYBILL
+                   and at >= s.waybill_due)
+        out.append(Finding("waybill_missing", waybill, _sev(Severity.MEDIUM, tier),
+                           ("waybill_not_created_by_sla",),
+                           {"deadline": _iso(s.waybill_due), "paid_at": _iso(s.paid_at),
+                            "warehouse_id": s.warehouse_id}))
+
+        handover = (not done and s.handover_due is not None and s.stage < Stage.PICKED_UP
+                    and at >= s.handover_due)
+        out.append(Finding("handover_missed", handover, _sev(Severity.HIGH, tier),
+                           ("no_pickup_after_cutoff",),
+                           {"deadline": _iso(s.handover_due), "carrier": s.carrier,
+                            "warehouse_id": s.warehouse_id}))
+
+        silent_h = (at - s.last_scan_at) / H if s.last_scan_at is not None else 0.0
+        stale = not done and s.stage >= Stage.PICKED_UP and silent_h >= th.stale_after_h
+        out.append(Finding("tracking_stale", stale,
+                           _sev(Severity.HIGH if silent_h >= th.stale_escalate_h
+                                else Severity.MEDIUM, tier),
+                           (f"no_scan_for_{int(th.stale_after_h)}h",),
+                           {"last_scan": last_scan, "silent_hours": round(silent_h, 1),
+                            "allowed_hours": th.stale_after_h}))
+
+        out.append(Finding("carrier_exception", not done and s.exception_open,
+                           _sev(Severity.HIGH, tier), (f"scan_{s.exception_type}",),
+                           {"last_scan": last_scan}))
+
+        risk_due = self.risk_due(s)
+        eta_late = (s.carrier_eta is not None and s.promised_at is not None
+                    and s.carrier_eta > s.promised_at + th.eta_margin_h * H)
+        stage_late = risk_due is not None and at >= risk_due
+        reasons = tuple(r for r, on in (("carrier_eta_after_promise", eta_late),
+                                        ("stage_behind_schedule", stage_late)) if on)
+        out.append(Finding("promise_at_risk",
+                           not done and s.stage >= Stage.PAID and (eta_late or stage_late),
+                           _sev(Severity.MEDIUM, tier), reasons,
+                           {"stage": s.stage.label, "stage_deadline": _iso(risk_due),
+                            "carrier_eta": _iso(s.carrier_eta), "last_scan": last_scan}))
+
+        broken = (not done and s.stage >= Stage.PAID and s.promised_at is not None
+                  and at >= s.promised_at)
+        late_h = ((s.delivered_at or at) - s.promised_at) / H if s.promised_at else 0.0
+        out.append(Finding("promise_broken", broken, _sev(Severity.HIGH, tier),
+                           ("not_delivered_by_promise",) if broken else ("delivered_late",),
+                           {"late_hours": round(late_h, 1), "stage": s.stage.label,
+                            "delivered_at": _iso(s.delivered_at), "last_scan": last_scan}))
+
+        short = not cancelled and bool(s.shortages) and s.stage < Stage.WAYBILL
+        out.append(Finding("stock_shortage", short, _sev(Severity.HIGH, tier),
+                           ("stock_short_at_warehouse",),
+                           {"shortages": s.shortages[-3:]}, pulse=pulse == "stock_shortage"))
+        return out
+
+
+class StockRules:
+    """Ledger rules over one warehouse:sku."""
+
+    kinds = STOCK_KINDS
+
+    def __init__(self, thresholds: Thresholds) -> None:
+        self.th = thresholds.stock
+
+    def update_mismatch(self, s: StockState) -> None:
+        """Compare the latest WMS and OMS snapshots if they were taken close together."""
+        if s.wms_snapshot is None or s.oms_snapshot is None:
+            return
+        (wms, wms_at), (oms, oms_at) = s.wms_snapshot, s.oms_snapshot
+        if abs(wms_at - oms_at) > self.th.snapshot_pair_window_h * H:
+            return
+        tolerance = max(self.th.mismatch_abs, self.th.mismatch_rel * abs(wms))
+        s.mismatch = oms - wms if abs(oms - wms) > tolerance else None
+
+    def findings(self, s: StockState, at: float) -> list[Finding]:
+        demand = sum(s.demand.values())
+        level = s.wms_level
+        return [
+            Finding("oversell", level is not None and demand > max(level, 0), Severity.HIGH,
+                    ("ordered_beyond_on_hand",),
+                    {"on_hand": level, "open_demand": demand,
+                     "short_by": demand - max(level or 0, 0), "orders_waiting": len(s.demand)}),
+            Finding("negative_stock", level is not None and level < 0, Severity.HIGH,
+                    ("wms_level_below_zero",), {"on_hand": level}),
+            Finding("stock_mismatch", s.mismatch is not None, Severity.MEDIUM,
+                    ("wms_snapshot_differs_from_oms",),
+                    {"wms": s.wms_snapshot[0] if s.wms_snapshot else None,
+                     "oms": s.oms_snapshot[0] if s.oms_snapshot else None,
+                     "oms_minus_wms": s.mismatch}),
+        ]
