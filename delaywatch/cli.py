@@ -1,0 +1,182 @@
+"""The ``delaywatch`` command."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import orjson
+import typer
+
+from delaywatch.config.settings import Settings
+
+app = typer.Typer(help="delaywatch: event-time delay and stock-mismatch detection.",
+                  no_args_is_help=True, add_completion=False)
+broker_app = typer.Typer(help="Start/stop a local broker (Apache Kafka from Maven jars, or Tansu).",
+                         no_args_is_help=True)
+app.add_typer(broker_app, name="broker")
+
+
+def _settings() -> Settings:
+    return Settings()
+
+
+@app.command()
+def simulate(
+    orders: int = typer.Option(2000, help="number of orders"),
+    seed: int = typer.Option(7),
+    out: Path = typer.Option(Path("events.jsonl"), help="events file (one record per line)"),
+    truth: Path = typer.Option(Path("truth.jsonl"), help="what really happened, per order/SKU"),
+    noise: bool = typer.Option(True, help="duplicates, out-of-order, late and malformed records"),
+) -> None:
+    """Simulate OMS/WMS/TMS streams with injected incidents and noise."""
+    from delaywatch.simulate import simulate as run
+    from delaywatch.simulate import write_jsonl
+
+    records, facts = run(orders=orders, seed=seed, noise=noise)
+    write_jsonl(out, records)
+    write_jsonl(truth, facts)
+    typer.echo(f"wrote {len(records)} records to {out} and {len(facts)} truth rows to {truth}")
+
+
+@app.command()
+def replay(
+    input: Path = typer.Option(..., "--input", "-i", exists=True),
+    out: Path = typer.Option(Path("out"), help="directory for alerts/dlq/summary"),
+    truth: Path | None = typer.Option(None, exists=True),
+    partitions: int | None = typer.Option(None, help="emulate this many partitions"),
+) -> None:
+    """Run an events file through the detectors without Kafka."""
+    from delaywatch.replay import replay_file
+
+    settings = _settings()
+    if partitions:
+        settings.topics.partitions = partitions
+    _, summary = replay_file(input, out, settings, truth)
+    typer.echo(orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode())
+
+
+@app.command()
+def worker() -> None:
+    """Run a Faust worker (DELAYWATCH_KAFKA__BOOTSTRAP_SERVERS selects the cluster)."""
+    from delaywatch.log import configure_logging
+    from delaywatch.streams import run_worker
+
+    settings = _settings()
+    configure_logging(settings.log_level, settings.log_format)
+    run_worker(settings)
+
+
+@app.command()
+def topics() -> None:
+    """Create every topic with the configured partition count (idempotent)."""
+    from delaywatch.kafka_io import create_all_topics
+
+    settings = _settings()
+    create_all_topics(settings)
+    typer.echo(f"topics ready on {settings.kafka.bootstrap_servers} "
+               f"({settings.topics.partitions} partitions)")
+
+
+@app.command()
+def produce(
+    input: Path = typer.Option(..., "--input", "-i", exists=True),
+    speedup: float | None = typer.Option(None, help="pace by event time / speedup"),
+) -> None:
+    """Send an events file to the input topics (keys partitioned like Kafka's Java client)."""
+    from delaywatch.kafka_io import produce_file
+
+    n = produce_file(_settings(), input, speedup=speedup)
+    typer.echo(f"produced {n} records")
+
+
+@app.command()
+def schemas(
+    out: Path = typer.Option(Path("schemas/json")),
+    check: bool = typer.Option(False, help="fail if the files on disk differ"),
+) -> None:
+    """Export the JSON Schema of every topic's messages."""
+    from delaywatch.schemas.export import json_schemas
+
+    stale = []
+    out.mkdir(parents=True, exist_ok=True)
+    for name, schema in json_schemas().items():
+        text = json.dumps(schema, indent=2, ensure_ascii=False, sort_keys=True) + "\n"
+        path = out / name
+        if check:
+            if not path.exists() or path.read_text(encoding="utf-8") != text:
+                stale.append(name)
+        else:
+            path.write_text(text, encoding="utf-8")
+    if stale:
+        typer.echo(f"out of date: {', '.join(stale)}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"schemas {'match' if check else 'written to'} {out}")
+
+
+@app.command()
+def tail(
+    topic: str = typer.Argument(..., help="e.g. alerts.delay"),
+    max_records: int = typer.Option(0, "--max", help="stop after N records (0 = never)"),
+    from_beginning: bool = typer.Option(True),
+) -> None:
+    """Live, readable view of a topic."""
+    from delaywatch.kafka_io import consume
+    from delaywatch.ui import render_record
+
+    n = 0
+    for msg in consume(_settings(), [topic], from_beginning=from_beginning):
+        if msg is None:
+            continue
+        render_record(topic, msg.value())
+        n += 1
+        if max_records and n >= max_records:
+            break
+
+
+@broker_app.command("start")
+def broker_start(
+    engine: str = typer.Option("auto", help="auto | kafka | tansu"),
+    data_dir: Path | None = typer.Option(None),
+    port: int | None = typer.Option(None),
+) -> None:
+    """Start a broker in the background on 127.0.0.1 (state in ~/.cache/delaywatch)."""
+    from delaywatch.broker import start_detached
+
+    state = start_detached(engine, data_dir, port)
+    typer.echo(json.dumps(state, indent=2, default=str))
+    typer.echo(f"export DELAYWATCH_KAFKA__BOOTSTRAP_SERVERS={state['bootstrap']}")
+
+
+@broker_app.command("stop")
+def broker_stop() -> None:
+    """Stop the broker started by `delaywatch broker start` (by its PID)."""
+    from delaywatch.broker import stop_detached
+
+    typer.echo("stopped" if stop_detached() else "no broker was running")
+
+
+@broker_app.command("status")
+def broker_status() -> None:
+    from delaywatch.broker import status_detached
+
+    typer.echo(json.dumps(status_detached(), indent=2, default=str))
+
+
+@app.command()
+def demo(
+    duration: float = typer.Option(float(os.environ.get("DURATION", "90")),
+                                   help="seconds before the summary"),
+    orders: int = typer.Option(3000),
+    seed: int = typer.Option(7),
+    engine: str = typer.Option("auto", help="auto | kafka | tansu"),
+) -> None:
+    """Broker + topics + worker + a simulated day played fast, alerts live, then a summary."""
+    from delaywatch.demo import run_demo
+
+    raise typer.Exit(run_demo(duration=duration, orders=orders, seed=seed, engine=engine))
+
+
+if __name__ == "__main__":
+    app()

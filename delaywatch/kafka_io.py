@@ -1,0 +1,147 @@
+"""Producing events files into Kafka and reading topics back (CLI, demo, tests, notifier).
+
+confluent-kafka with ``partitioner=murmur2_random``: the same partition for a key as the Java
+client and aiokafka (Faust), which replay's partition routing relies on.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+
+from delaywatch.broker import create_topics
+from delaywatch.config.settings import Settings
+from delaywatch.replay import iter_records, record_bytes
+
+__all__ = [
+    "client_config",
+    "consume",
+    "create_all_topics",
+    "produce_records",
+    "read_all",
+]
+
+
+def client_config(settings: Settings) -> dict[str, Any]:
+    k = settings.kafka
+    conf: dict[str, Any] = {"bootstrap.servers": k.bootstrap_servers,
+                            "security.protocol": k.security_protocol}
+    if k.sasl_mechanism:
+        conf["sasl.mechanism"] = k.sasl_mechanism
+    if k.sasl_username:
+        conf["sasl.username"] = k.sasl_username
+    if k.sasl_password:
+        conf["sasl.password"] = k.sasl_password.get_secret_value()
+    if k.ssl_cafile:
+        conf["ssl.ca.location"] = str(k.ssl_cafile)
+    return conf
+
+
+def create_all_topics(settings: Settings) -> None:
+    t = settings.topics
+    names = [t.orders, t.inventory, t.scans, t.alerts_delay, t.alerts_stock, t.dlq,
+             t.order_lines, t.stock_notices]
+    create_topics(settings.kafka.bootstrap_servers, dict.fromkeys(names, t.partitions),
+                  replication_factor=t.replication_factor)
+
+
+def produce_records(
+    settings: Settings, records: Iterable[dict[str, Any]], *, speedup: float | None = None,
+    on_record: Callable[[dict[str, Any]], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> int:
+    """Send events-file records in order. ``speedup`` paces them by their ``ts`` (event time
+    divided by speedup); None sends as fast as possible. Record timestamps are the send time:
+    simulated history carries old ``ts`` values that time-based retention would delete."""
+    producer = Producer({**client_config(settings), "partitioner": "murmur2_random",
+                         "enable.idempotence": True, "acks": "all", "linger.ms": 20})
+    sent = 0
+    t_wall0: float | None = None
+    t_ev0: float | None = None
+    for rec in records:
+        if should_stop is not None and should_stop():
+            break
+        ts = rec.get("ts")
+        if speedup and ts is not None:
+            if t_wall0 is None or t_ev0 is None:
+                t_wall0, t_ev0 = time.monotonic(), ts / 1000
+            delay = (ts / 1000 - t_ev0) / speedup - (time.monotonic() - t_wall0)
+            if delay > 0:
+                producer.poll(0)
+                time.sleep(delay)
+        key = rec.get("key")
+        producer.produce(rec["topic"], value=record_bytes(rec),
+                         key=key.encode() if key is not None else None)
+        sent += 1
+        if sent % 10_000 == 0:
+            producer.poll(0)
+        if on_record is not None:
+            on_record(rec)
+    if producer.flush(60) != 0:
+        raise RuntimeError("producer could not deliver every record within 60 s")
+    return sent
+
+
+def produce_file(settings: Settings, path: Path, **kwargs: Any) -> int:
+    return produce_records(settings, iter_records(path), **kwargs)
+
+
+def consume(
+    settings: Settings, topics: list[str], *, group: str | None = None,
+    from_beginning: bool = True, poll_s: float = 0.5,
+) -> Iterator[Any]:
+    """Yield confluent-kafka messages forever (the caller stops iterating)."""
+    conf = {**client_config(settings), "group.id": group or f"delaywatch-reader-{time.time_ns()}",
+            "auto.offset.reset": "earliest" if from_beginning else "latest",
+            "enable.auto.commit": group is not None}
+    consumer = Consumer(conf)
+    consumer.subscribe(topics)
+    try:
+        while True:
+            msg = consumer.poll(poll_s)
+            if msg is None:
+                yield None
+                continue
+            if msg.error():
+                if msg.error().code() == KafkaError._PARTITION_EOF:
+                    continue
+                raise RuntimeError(str(msg.error()))
+            yield msg
+    finally:
+        consumer.close()
+
+
+def read_all(settings: Settings, topic: str, timeout_s: float = 10.0) -> list[dict[str, Any]]:
+    """Every record now in ``topic`` (values parsed as JSON), by assigned partitions."""
+    conf = {**client_config(settings), "group.id": f"delaywatch-read-{time.time_ns()}",
+            "enable.auto.commit": False}
+    consumer = Consumer(conf)
+    try:
+        md = consumer.list_topics(topic, timeout=timeout_s)
+        parts = list(md.topics[topic].partitions) if topic in md.topics else []
+        ends: dict[int, int] = {}
+        for p in parts:
+            lo, hi = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)
+            if hi > lo:
+                ends[p] = hi
+        consumer.assign([TopicPartition(topic, p, 0) for p in ends])
+        out: list[dict[str, Any]] = []
+        done: set[int] = set()
+        deadline = time.monotonic() + timeout_s
+        while len(done) < len(ends) and time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is None or msg.error():
+                continue
+            out.append({"partition": msg.partition(), "offset": msg.offset(),
+                        "key": msg.key().decode() if msg.key() else None,
+                        "value": orjson.loads(msg.value())})
+            if msg.offset() + 1 >= ends[msg.partition()]:
+                done.add(msg.partition())
+        return out
+    finally:
+        consumer.close()

@@ -1,0 +1,239 @@
+"""Replay: run an events file through the same core as the worker, without Kafka.
+
+Records are fed in file order, each routed to the partition Kafka would give its key, so
+the result equals a live run over the same records (``tests/streams/test_live_equals_replay``).
+"""
+
+from __future__ import annotations
+
+import base64
+import statistics
+import time
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from delaywatch.config.settings import Settings
+from delaywatch.config.thresholds import Thresholds, load_thresholds
+from delaywatch.core.pipeline import Topology, partition_for
+from delaywatch.schemas.alerts import Alert, AlertStatus
+from delaywatch.schemas.dlq import DeadLetter, SourceRef
+
+__all__ = [
+    "ReplayResult",
+    "iter_records",
+    "load_alerts",
+    "quality",
+    "record_bytes",
+    "replay",
+    "replay_file",
+    "role_of",
+]
+
+
+def role_of(topic: str, settings: Settings) -> str | None:
+    t = settings.topics
+    return {t.orders: "orders", t.inventory: "inventory", t.scans: "scans"}.get(topic)
+
+
+def record_bytes(rec: dict[str, Any]) -> bytes:
+    """The bytes a producer sends for one events-file line (malformed ones included)."""
+    if "value" in rec:
+        return orjson.dumps(rec["value"])
+    if "raw" in rec:
+        return str(rec["raw"]).encode("utf-8")
+    return base64.b64decode(rec["raw_b64"])
+
+
+def iter_records(path: Path) -> Iterator[dict[str, Any]]:
+    with path.open("rb") as fh:
+        for line in fh:
+            if line.strip():
+                yield orjson.loads(line)
+
+
+@dataclass
+class ReplayResult:
+    alerts: list[Alert] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    events: int = 0
+    duplicates: int = 0
+    seconds: float = 0.0
+
+    def summary(self, truth: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "events": self.events,
+            "events_per_second": round(self.events / self.seconds, 1) if self.seconds else None,
+            "seconds": round(self.seconds, 3),
+            "duplicates_absorbed": self.duplicates,
+            "alerts": len(self.alerts),
+            "alerts_by_kind": dict(sorted(Counter(
+                a.kind for a in self.alerts if a.status == AlertStatus.OPEN).items())),
+            "alerts_by_status": dict(sorted(Counter(a.status.value for a in self.alerts).items())),
+            "dlq": len(self.dead_letters),
+            "dlq_by_reason": dict(sorted(Counter(d.reason for d in self.dead_letters).items())),
+        }
+        if truth is not None:
+            out["quality"] = quality(self.alerts, truth)
+        return out
+
+
+def replay(
+    records: Iterable[dict[str, Any]], settings: Settings, thresholds: Thresholds
+) -> ReplayResult:
+    topo = Topology(settings, thresholds)
+    result = ReplayResult()
+    start = time.perf_counter()
+    for offset, rec in enumerate(records):
+        role = role_of(rec["topic"], settings)
+        if role is None:
+            continue
+        key = rec.get("key")
+        raw = record_bytes(rec)
+        source = SourceRef(topic=rec["topic"], partition=partition_for(key or "", topo.n),
+                           offset=offset, timestamp_ms=rec.get("ts"), key=key)
+        for out in topo.feed(role, key, raw, source):
+            if isinstance(out, Alert):
+                result.alerts.append(out)
+            else:
+                result.dead_letters.append(out)
+    result.seconds = time.perf_counter() - start
+    result.events = topo.stats.events
+    result.duplicates = topo.duplicates
+    return result
+
+
+def replay_file(
+    input_path: Path, out_dir: Path | None, settings: Settings | None = None,
+    truth_path: Path | None = None,
+) -> tuple[ReplayResult, dict[str, Any]]:
+    settings = settings or Settings()
+    thresholds = load_thresholds(settings.thresholds_file)
+    result = replay(iter_records(input_path), settings, thresholds)
+    truth = list(iter_records(truth_path)) if truth_path else None
+    summary = result.summary(truth)
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with (out_dir / "alerts.jsonl").open("wb") as fh:
+            for a in result.alerts:
+                fh.write(a.model_dump_json().encode() + b"\n")
+        with (out_dir / "dlq.jsonl").open("wb") as fh:
+            for d in result.dead_letters:
+                fh.write(d.model_dump_json().encode() + b"\n")
+        (out_dir / "summary.json").write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2))
+    return result, summary
+
+
+def load_alerts(path: Path) -> Any:
+    """Alerts of a replay (``DIR/alerts.jsonl``) or an exported topic as a pandas DataFrame."""
+    import pandas as pd
+
+    rows = [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
+    df = pd.json_normalize(rows, max_level=0)
+    for col in ("detected_at", "promised_at"):
+        if col in df:
+            df[col] = pd.to_datetime(df[col], utc=True, format="ISO8601")
+    return df
+
+
+# -- quality against the simulator's truth ---------------------------------------------------
+ORDER_RULE_KINDS = ("waybill_missing", "handover_missed", "tracking_stale", "carrier_exception",
+                    "stock_shortage")
+OUTCOME_KINDS = ("promise_at_risk", "promise_broken")
+
+
+def _ts(value: str | None) -> float | None:
+    return datetime.fromisoformat(value).timestamp() if value else None
+
+
+def _pr(tp: int, alerted: int, positives_hit: int, positives: int) -> dict[str, Any]:
+    return {
+        "precision": round(tp / alerted, 4) if alerted else None,
+        "recall": round(positives_hit / positives, 4) if positives else None,
+        "alerted": alerted,
+        "positives": positives,
+    }
+
+
+def quality(alerts: list[Alert], truth: list[dict[str, Any]]) -> dict[str, Any]:
+    """Precision/recall per detector, lead time and unannounced-late rate.
+
+    A delay alert is right when its order had that incident (for promise_at_risk and
+    promise_broken: when the order was late); an order counts as positive when it was late or
+    had any named incident. "Announced" means a delay alert detected before ``promised_at``.
+    """
+    orders = {t["order_id"]: t for t in truth if t.get("type") == "order"}
+    stock_truth = {t["key"]: t for t in truth if t.get("type") == "stock"}
+    opened = [a for a in alerts if a.status == AlertStatus.OPEN]
+
+    by_order: dict[str, dict[str, float]] = defaultdict(dict)  # order -> kind -> first detected
+    for a in opened:
+        if a.category == "delay" and a.order_id is not None:
+            t = a.detected_at.timestamp()
+            kinds = by_order[a.order_id]
+            kinds[a.kind] = min(kinds.get(a.kind, t), t)
+
+    def incident_kinds(o: dict[str, Any]) -> set[str]:
+        return {i["kind"] for i in o.get("incidents", [])}
+
+    def is_positive(o: dict[str, Any]) -> bool:
+        return bool(o.get("late")) or bool(incident_kinds(o) & set(ORDER_RULE_KINDS))
+
+    per_kind: dict[str, Any] = {}
+    for kind in (*ORDER_RULE_KINDS, *OUTCOME_KINDS):
+        alerted = [oid for oid, ks in by_order.items() if kind in ks]
+        if kind in OUTCOME_KINDS:
+            pos = {oid for oid, o in orders.items() if o.get("late")}
+        else:
+            pos = {oid for oid, o in orders.items() if kind in incident_kinds(o)}
+        tp = sum(1 for oid in alerted if oid in pos)
+        hit = sum(1 for oid in pos if kind in by_order.get(oid, {}))
+        per_kind[kind] = _pr(tp, len(alerted), hit, len(pos))
+
+    positives = {oid for oid, o in orders.items() if is_positive(o)}
+    alerted_orders = [oid for oid in by_order if oid in orders]
+    delay = _pr(sum(1 for oid in alerted_orders if oid in positives), len(alerted_orders),
+                sum(1 for oid in positives if oid in by_order), len(positives))
+    delay["by_kind"] = per_kind
+
+    late = [o for o in orders.values() if o.get("late") and not o.get("cancelled")]
+    leads: list[float] = []
+    unannounced = 0
+    for o in late:
+        promised = _ts(o.get("promised_at"))
+        first = min(by_order.get(o["order_id"], {}).values(), default=None)
+        if first is None or promised is None or first >= promised:
+            unannounced += 1
+        else:
+            leads.append((promised - first) / 3600)
+
+    stock_alerted: dict[str, set[str]] = defaultdict(set)
+    for a in opened:
+        if a.category == "stock":
+            stock_alerted[a.key].add(a.kind)
+    stock_pos = {k for k, t in stock_truth.items() if t.get("incidents")}
+    stock = _pr(sum(1 for k in stock_alerted if k in stock_pos), len(stock_alerted),
+                sum(1 for k in stock_pos if k in stock_alerted), len(stock_pos))
+    stock_kinds: dict[str, Any] = {}
+    for kind in ("oversell", "negative_stock", "stock_mismatch"):
+        alerted_k = [k for k, ks in stock_alerted.items() if kind in ks]
+        pos_k = {k for k, t in stock_truth.items()
+                 if kind in {i["kind"] for i in t.get("incidents", [])}}
+        stock_kinds[kind] = _pr(sum(1 for k in alerted_k if k in pos_k), len(alerted_k),
+                                sum(1 for k in pos_k if kind in stock_alerted.get(k, set())),
+                                len(pos_k))
+    stock["by_kind"] = stock_kinds
+
+    return {
+        "delay": delay,
+        "stock": stock,
+        "late_orders": len(late),
+        "orders": len(orders),
+        "unannounced_late_rate": round(unannounced / len(late), 4) if late else None,
+        "median_lead_time_hours": round(statistics.median(leads), 2) if leads else None,
+    }

@@ -1,0 +1,182 @@
+"""Agents: decode -> engine of the record's partition -> write state back -> send.
+
+``track_shipments`` consumes orders, carrier scans and stock notices (co-partitioned by
+order_id) into the shipment table; ``track_stock`` consumes inventory and re-keyed order
+lines (co-partitioned by warehouse_id:sku) into the stock table. Engines live in memory per
+partition and are rebuilt from the tables after every rebalance.
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import faust
+import orjson
+import structlog
+from delaywatch.config.settings import Settings
+from delaywatch.config.thresholds import Thresholds
+from delaywatch.schemas.alerts import Alert
+from delaywatch.schemas.dlq import SourceRef
+from delaywatch.schemas.events import StockNotice
+from delaywatch.streams.tables import Tables
+from delaywatch.streams.topics import Topics
+
+from delaywatch.core.decode import DecodeError, decode
+from delaywatch.core.engine import Engine, Forward, Rejected
+from delaywatch.core.pipeline import ShipmentPartition, StockPartition, dead_letter, partition_for
+
+__all__ = ["Agents", "define_agents"]
+
+log = structlog.get_logger("delaywatch.agents")
+
+
+class PartitionEngines:
+    """In-memory engines per partition, rebuilt from a table after a rebalance."""
+
+    def __init__(self, kind: str, table: faust.TableT, clocks: faust.TableT, n: int,
+                 factory: Callable[[int], Any]) -> None:
+        self.kind, self.table, self.clocks, self.n, self.factory = kind, table, clocks, n, factory
+        self.parts: dict[int, Any] = {}
+
+    def reset(self) -> None:
+        self.parts.clear()
+
+    def get(self, p: int) -> Any:
+        part = self.parts.get(p)
+        if part is None:
+            part = self.factory(p)
+            engine: Engine[Any] = part.engine
+            meta = self.clocks.get(f"{self.kind}:{p}")
+            clocks: dict[str, float] = {}
+            if meta is not None:
+                clocks, extra = pickle.loads(meta)
+                if hasattr(part, "logic"):
+                    part.logic.last_heartbeat = extra
+            states = [pickle.loads(v) for k, v in list(self.table.items())
+                      if partition_for(k, self.n) == p]
+            engine.restore(states, clocks)
+            self.parts[p] = part
+            log.info("engine_restored", table=self.kind, partition=p, keys=len(states))
+        return part
+
+    def write_back(self, p: int) -> None:
+        """Persist what the last event changed (called inside stream iteration)."""
+        part = self.parts[p]
+        changed, deleted = part.engine.take_changes()
+        for key, ks in changed.items():
+            self.table[key] = pickle.dumps(ks, protocol=pickle.HIGHEST_PROTOCOL)
+        for key in deleted:
+            if key in self.table:
+                del self.table[key]
+        extra = getattr(getattr(part, "logic", None), "last_heartbeat", None)
+        self.clocks[f"{self.kind}:{p}"] = pickle.dumps((part.engine.clocks, extra))
+
+
+class Agents:
+    def __init__(self, app: faust.App, settings: Settings, thresholds: Thresholds,
+                 topics: Topics, tables: Tables) -> None:
+        self.topics = topics
+        n = settings.topics.partitions
+        self.shipments = PartitionEngines(
+            "shipment", tables.shipments, tables.clocks, n,
+            lambda p: ShipmentPartition(settings, thresholds, p))
+        self.stock = PartitionEngines(
+            "stock", tables.stock, tables.clocks, n,
+            lambda p: StockPartition(settings, thresholds, p))
+        self.counts: dict[str, int] = {"events": 0, "alerts": 0, "dlq": 0}
+
+        @app.on_partitions_revoked.connect
+        async def _revoked(app: faust.App, revoked: Any, **_: Any) -> None:
+            self.shipments.reset()
+            self.stock.reset()
+
+        @app.on_partitions_assigned.connect
+        async def _assigned(app: faust.App, assigned: Any, **_: Any) -> None:
+            self.shipments.reset()
+            self.stock.reset()
+
+        self.track_shipments = app.agent(topics.shipment_inputs, name="track_shipments")(
+            self._track_shipments)
+        self.track_stock = app.agent(topics.stock_inputs, name="track_stock")(self._track_stock)
+
+    # -- agents ----------------------------------------------------------------------------
+    async def _track_shipments(self, stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            msg = event.message
+            role = self.topics.roles.get(msg.topic)
+            part = self.shipments.get(msg.partition)
+
+            def handle(part: ShipmentPartition = part, role: str | None = role,
+                       value: Any = event.value, key: Any = event.key) -> list[Any]:
+                if role == "stock_notices":
+                    return part.on_notice(StockNotice.model_validate_json(value))
+                return part.on_event(role or "", decode(role or "", value, key))
+
+            await self._process(msg, event.key, event.value, handle)
+            self.shipments.write_back(msg.partition)
+
+    async def _track_stock(self, stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            msg = event.message
+            role = self.topics.roles.get(msg.topic)
+            part = self.stock.get(msg.partition)
+
+            def handle(part: StockPartition = part, role: str | None = role,
+                       value: Any = event.value, key: Any = event.key) -> list[Any]:
+                if role == "order_lines":
+                    return part.on_line(orjson.loads(value))
+                return part.on_inventory(decode("inventory", value, key))
+
+            await self._process(msg, event.key, event.value, handle)
+            self.stock.write_back(msg.partition)
+
+    # -- shared ----------------------------------------------------------------------------
+    async def _process(self, msg: Any, key: Any, value: Any,
+                       handle: Callable[[], list[Any]]) -> None:
+        self.counts["events"] += 1
+        key_s = key.decode("utf-8", "replace") if isinstance(key, bytes) else key
+        source = SourceRef(topic=msg.topic, partition=msg.partition, offset=msg.offset,
+                           timestamp_ms=int(msg.timestamp * 1000) if msg.timestamp else None,
+                           key=key_s)
+        try:
+            outputs = handle()
+        except DecodeError as exc:
+            await self._dlq(exc.reason, exc.message, "decode", source, value, exc.event_id)
+            return
+        except Exception as exc:  # a bug must not stop the worker or lose the record
+            log.exception("processing_failed", topic=msg.topic, partition=msg.partition,
+                          offset=msg.offset)
+            await self._dlq("processing_error", f"{type(exc).__name__}: {exc}", "process",
+                            source, value, None)
+            return
+        for out in outputs:
+            if isinstance(out, Alert):
+                self.counts["alerts"] += 1
+                topic = (self.topics.alerts_delay if out.category == "delay"
+                         else self.topics.alerts_stock)
+                await topic.send(key=out.key, value=out.model_dump_json().encode())
+            elif isinstance(out, Forward):
+                topic = (self.topics.order_lines if out.role == "order_lines"
+                         else self.topics.stock_notices)
+                await topic.send(key=out.key, value=orjson.dumps(out.value),
+                                 partition=out.partition)
+            elif isinstance(out, Rejected):
+                await self._dlq(out.reason, out.error, "process", source, value, out.event_id)
+
+    async def _dlq(self, reason: str, error: str, stage: str, source: SourceRef, raw: Any,
+                   event_id: str | None) -> None:
+        self.counts["dlq"] += 1
+        now = datetime.now(UTC)
+        record = dead_letter(reason, error, stage, source,
+                             raw if isinstance(raw, bytes) else None, event_id, now)
+        log.warning("dead_letter", reason=reason, topic=source.topic,
+                    partition=source.partition, offset=source.offset, event_id=event_id)
+        await self.topics.dlq.send(key=source.key, value=record.model_dump_json().encode())
+
+
+def define_agents(app: faust.App, settings: Settings, thresholds: Thresholds, topics: Topics,
+                  tables: Tables) -> Agents:
+    return Agents(app, settings, thresholds, topics, tables)

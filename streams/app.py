@@ -1,0 +1,48 @@
+"""The Faust App, and only the App: topics, tables and agents are wired in by their modules."""
+
+from __future__ import annotations
+
+import ssl
+
+import faust
+from delaywatch.config.settings import Settings
+
+__all__ = ["create_app"]
+
+
+def _credentials(settings: Settings) -> faust.auth.Credentials | ssl.SSLContext | None:
+    k = settings.kafka
+    context = ssl.create_default_context(cafile=str(k.ssl_cafile) if k.ssl_cafile else None)
+    if k.security_protocol in ("SASL_PLAINTEXT", "SASL_SSL"):
+        password = k.sasl_password.get_secret_value() if k.sasl_password else ""
+        return faust.SASLCredentials(
+            username=k.sasl_username, password=password,
+            mechanism=k.sasl_mechanism or "PLAIN",
+            ssl_context=context if k.security_protocol == "SASL_SSL" else None,
+        )
+    if k.security_protocol == "SSL":
+        return context
+    return None
+
+
+def create_app(settings: Settings) -> faust.App:
+    w = settings.worker
+    return faust.App(
+        w.app_id,
+        broker=[f"kafka://{h.strip()}" for h in settings.kafka.bootstrap_servers.split(",")],
+        broker_credentials=_credentials(settings),
+        store=w.store,
+        autodiscover=False,
+        topic_partitions=settings.topics.partitions,
+        topic_replication_factor=settings.topics.replication_factor,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        broker_commit_interval=w.commit_interval_s,
+        broker_session_timeout=w.broker_session_timeout_s,
+        broker_heartbeat_interval=max(1.0, w.broker_session_timeout_s / 10),
+        # Faust binds its web server to 0.0.0.0:6066 even when it is disabled.
+        web_enabled=False,
+        web_bind="127.0.0.1",
+        web_port=w.web_port,
+        web_in_thread=False,
+    )
