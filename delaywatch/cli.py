@@ -46,6 +46,8 @@ def replay(
     out: Path = typer.Option(Path("out"), help="directory for alerts/dlq/summary"),
     truth: Path | None = typer.Option(None, exists=True),
     partitions: int | None = typer.Option(None, help="emulate this many partitions"),
+    flush: bool = typer.Option(True, help="at end of input, advance watermarks to the last "
+                               "event time (--no-flush = exactly what a live worker emits)"),
 ) -> None:
     """Run an events file through the detectors without Kafka."""
     from delaywatch.replay import replay_file
@@ -53,7 +55,7 @@ def replay(
     settings = _settings()
     if partitions:
         settings.topics.partitions = partitions
-    _, summary = replay_file(input, out, settings, truth)
+    _, summary = replay_file(input, out, settings, truth, flush=flush)
     typer.echo(orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode())
 
 

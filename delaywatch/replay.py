@@ -84,8 +84,11 @@ class ReplayResult:
 
 
 def replay(
-    records: Iterable[dict[str, Any]], settings: Settings, thresholds: Thresholds
+    records: Iterable[dict[str, Any]], settings: Settings, thresholds: Thresholds,
+    flush: bool = True,
 ) -> ReplayResult:
+    """Feed records in order; with ``flush`` (default) the end of input advances every
+    watermark to the last event time, as a live worker's idle advance would."""
     topo = Topology(settings, thresholds)
     result = ReplayResult()
     start = time.perf_counter()
@@ -102,6 +105,12 @@ def replay(
                 result.alerts.append(out)
             else:
                 result.dead_letters.append(out)
+    if flush:
+        for out in topo.flush():
+            if isinstance(out, Alert):
+                result.alerts.append(out)
+            else:
+                result.dead_letters.append(out)
     result.seconds = time.perf_counter() - start
     result.events = topo.stats.events
     result.duplicates = topo.duplicates
@@ -110,11 +119,11 @@ def replay(
 
 def replay_file(
     input_path: Path, out_dir: Path | None, settings: Settings | None = None,
-    truth_path: Path | None = None,
+    truth_path: Path | None = None, flush: bool = True,
 ) -> tuple[ReplayResult, dict[str, Any]]:
     settings = settings or Settings()
     thresholds = load_thresholds(settings.thresholds_file)
-    result = replay(iter_records(input_path), settings, thresholds)
+    result = replay(iter_records(input_path), settings, thresholds, flush=flush)
     truth = list(iter_records(truth_path)) if truth_path else None
     summary = result.summary(truth)
     if out_dir is not None:

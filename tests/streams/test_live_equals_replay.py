@@ -18,7 +18,7 @@ def test_live_equals_replay_on_apache_kafka(kafka, small_world, make_settings, t
                                             worker_env, start_worker):
     records, _truth = small_world
     settings = make_settings(partitions=4)
-    expected = replay(records, settings, thresholds)
+    expected = replay(records, settings, thresholds, flush=False)
     assert len(expected.alerts) > 50, "the world should raise alerts"
 
     env = worker_env(kafka, settings)

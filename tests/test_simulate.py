@@ -1,0 +1,175 @@
+"""The event simulator: determinism, wire-contract validity, incident rates, no PII in truth."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections import Counter, defaultdict
+from datetime import datetime
+
+import orjson
+import pytest
+from pydantic import ValidationError
+
+from delaywatch import schemas
+from delaywatch.simulate import simulate, write_jsonl
+
+MODELS = {
+    "orders": schemas.OrderEvent,
+    "inventory": schemas.InventoryEvent,
+    "carrier-scans": schemas.ScanEvent,
+}
+
+
+@pytest.fixture(scope="module")
+def small() -> tuple[list[dict], list[dict]]:
+    return simulate(1500, seed=3)
+
+
+@pytest.fixture(scope="module")
+def big() -> tuple[list[dict], list[dict]]:
+    return simulate(5000, seed=7)
+
+
+def _orders(truth: list[dict]) -> list[dict]:
+    return [t for t in truth if t["type"] == "order"]
+
+
+def test_deterministic_per_seed() -> None:
+    a = simulate(400, seed=11)
+    b = simulate(400, seed=11)
+    c = simulate(400, seed=12)
+    assert orjson.dumps(a) == orjson.dumps(b)
+    assert orjson.dumps(a[0]) != orjson.dumps(c[0])
+    assert orjson.dumps(a[1]) != orjson.dumps(c[1])
+
+
+def test_records_validate_and_keys_match(small) -> None:
+    records, _ = small
+    assert [r["ts"] for r in records] == sorted(r["ts"] for r in records)
+    checked = Counter()
+    for rec in records:
+        assert isinstance(rec["ts"], int)
+        payloads = [k for k in ("value", "raw", "raw_b64") if k in rec]
+        assert len(payloads) == 1
+        if "malformed" in rec:
+            continue
+        model = MODELS[rec["topic"]]
+        event = model.model_validate(rec["value"])
+        if rec["topic"] == "inventory":
+            assert rec["key"] == event.stock_key
+        else:
+            assert rec["key"] == event.order_id
+        # Every timestamp on the wire carries an offset.
+        assert rec["value"]["occurred_at"].endswith("+09:00")
+        checked[rec["topic"]] += 1
+    assert set(checked) == set(MODELS)
+
+
+def test_malformed_records_are_really_malformed(small) -> None:
+    records, truth = small
+    bad = [r for r in records if "malformed" in r]
+    assert truth[0]["malformed"] == len(bad) > 0
+    for rec in bad:
+        kind = rec["malformed"]
+        if kind == "invalid_json":
+            with pytest.raises(json.JSONDecodeError):
+                json.loads(rec["raw"])
+        elif kind == "undecodable":
+            with pytest.raises(UnicodeDecodeError):
+                base64.b64decode(rec["raw_b64"]).decode("utf-8")
+        elif kind == "future_timestamp":
+            occurred = MODELS[rec["topic"]].model_validate(rec["value"]).occurred_at
+            assert occurred.year == 2099
+        else:
+            with pytest.raises(ValidationError):
+                MODELS[rec["topic"]].model_validate(rec["value"])
+
+
+def test_duplicates_share_id_and_content(small) -> None:
+    records, _ = small
+    by_id: dict[str, list[dict]] = defaultdict(list)
+    for rec in records:
+        if "malformed" not in rec:
+            by_id[rec["value"]["event_id"]].append(rec["value"])
+    dups = [vals for vals in by_id.values() if len(vals) > 1]
+    assert dups, "noise should duplicate ~1% of events"
+    for vals in dups:
+        assert all(v == vals[0] for v in vals)
+
+
+def test_every_order_placed_carries_pii_and_no_pii_in_truth(small) -> None:
+    records, truth = small
+    truth_text = orjson.dumps(truth).decode()
+    placed = 0
+    for rec in records:
+        value = rec.get("value")
+        if rec["topic"] != "orders" or "malformed" in rec or value["event_type"] != "order_placed":
+            continue
+        placed += 1
+        customer = value["customer"]
+        assert customer["name"] and customer["phone"].startswith("010-") and customer["address"]
+        for field in ("name", "phone", "address"):
+            assert customer[field] not in truth_text
+    assert placed >= 1500
+
+
+def test_truth_shape(small) -> None:
+    records, truth = small
+    meta = truth[0]
+    assert meta["type"] == "meta" and meta["orders"] == 1500 and meta["events"] == len(records)
+    orders = _orders(truth)
+    assert len(orders) == 1500
+    assert len({o["order_id"] for o in orders}) == 1500
+    for o in orders:
+        promised = datetime.fromisoformat(o["promised_at"])
+        if o["cancelled"]:
+            assert not o["late"]
+            continue
+        delivered = datetime.fromisoformat(o["delivered_at"])
+        assert o["late"] == (delivered > promised)
+        for inc in o["incidents"]:
+            assert (inc["detectable_at"] is None) == (inc["kind"] == "transit_slow")
+
+
+def test_noise_off_gives_only_clean_records() -> None:
+    records, truth = simulate(300, seed=5, noise=False)
+    assert truth[0]["malformed"] == 0
+    ids = [r["value"]["event_id"] for r in records]
+    assert len(ids) == len(set(ids))
+    assert not any("malformed" in r for r in records)
+
+
+def test_rates_on_5000_orders(big) -> None:
+    _, truth = big
+    orders = _orders(truth)
+    n = len(orders)
+    late = sum(o["late"] for o in orders) / n
+    assert 0.03 <= late <= 0.12
+    assert 0.004 <= sum(o["cancelled"] for o in orders) / n <= 0.02
+    kinds = Counter(i["kind"] for o in orders for i in o["incidents"])
+    ranges = {
+        "waybill_missing": (0.005, 0.025),
+        "handover_missed": (0.008, 0.04),
+        "tracking_stale": (0.008, 0.035),
+        "carrier_exception": (0.002, 0.02),
+        "stock_shortage": (0.0005, 0.03),
+        "transit_slow": (0.02, 0.15),
+    }
+    for kind, (lo, hi) in ranges.items():
+        assert lo <= kinds[kind] / n <= hi, (kind, kinds[kind])
+    # Orders without any incident are never late.
+    assert not [o for o in orders if o["late"] and not o["incidents"]]
+    stock = Counter(i["kind"] for t in truth if t["type"] == "stock" for i in t["incidents"])
+    assert stock["stock_mismatch"] >= 3
+    assert stock["oversell"] >= 1
+    assert stock["negative_stock"] >= 1
+
+
+def test_write_jsonl_roundtrip(tmp_path) -> None:
+    records, _ = simulate(50, seed=1)
+    path = tmp_path / "events.jsonl"
+    write_jsonl(path, records)
+    lines = path.read_bytes().splitlines()
+    assert len(lines) == len(records)
+    assert [orjson.loads(line) for line in lines] == records
