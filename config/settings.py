@@ -42,6 +42,9 @@ class TimeSettings(BaseModel):
     allowed_lateness_s: float = Field(1800.0, ge=0)
     # An event this far ahead of its stream's clock is rejected as impossible.
     max_future_s: float = Field(3 * 86400.0, gt=0)
+    # An event this far behind its stream's clock is rejected: its key's state (and the
+    # de-duplication memory) may already be gone, so applying it could alert twice.
+    max_past_s: float = Field(2 * 86400.0, gt=0)
     # Order lines travel through an internal topic; shipment partitions send a heartbeat of
     # their order clock this often (event time) so stock partitions can advance.
     heartbeat_s: float = Field(900.0, gt=0)

@@ -170,7 +170,7 @@ def broker_status() -> None:
 def demo(
     duration: float = typer.Option(float(os.environ.get("DURATION", "90")),
                                    help="seconds before the summary"),
-    orders: int = typer.Option(3000),
+    orders: int = typer.Option(1000),
     seed: int = typer.Option(7),
     engine: str = typer.Option("auto", help="auto | kafka | tansu"),
 ) -> None:

@@ -37,6 +37,8 @@ def _start_worker(settings: Settings, log_path: Path) -> subprocess.Popen[bytes]
         "DELAYWATCH_WORKER__WEB_PORT": str(free_port()),
         "DELAYWATCH_WORKER__BROKER_SESSION_TIMEOUT_S": "10",
         "DELAYWATCH_LOG_FORMAT": "json",
+        # the played day ends; let the idle worker run its clock on to the last event time
+        "DELAYWATCH_TIME__IDLE_ADVANCE_AFTER_S": "3",
     })
     log = log_path.open("ab")
     return subprocess.Popen([sys.executable, "-m", "delaywatch.cli", "worker"], env=env,
@@ -62,7 +64,7 @@ def _reader(settings: Settings, topics: list[str]) -> Consumer:
     return consumer
 
 
-def run_demo(duration: float = 90.0, orders: int = 3000, seed: int = 7,
+def run_demo(duration: float = 90.0, orders: int = 1000, seed: int = 7,
              engine: str = "auto") -> int:
     from delaywatch.simulate import simulate
 

@@ -9,7 +9,10 @@ from rich.console import Console
 
 __all__ = ["console", "render_record"]
 
-console = Console(highlight=False)
+import sys
+
+# a pipe or CI log gets 110 columns instead of 80, so alert lines do not wrap
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 110)
 
 _SEV = {"low": "dim", "medium": "yellow", "high": "bold red", "critical": "bold white on red"}
 _STATUS = {"open": "●", "updated": "▲", "resolved": "✓"}

@@ -11,14 +11,13 @@ The learned detectors (issue #4) implement the same two methods.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 from delaywatch.config.thresholds import LaneThresholds, Thresholds
-from delaywatch.schemas.alerts import Severity
-
 from delaywatch.core.alerts import Finding
 from delaywatch.core.state import ShipmentState, Stage, StockState
+from delaywatch.schemas.alerts import Severity
 
 __all__ = [
     "DELAY_KINDS",
@@ -124,23 +123,26 @@ class DelayRules:
         tier = s.customer_tier
         cancelled = s.cancelled_at is not None
         done = cancelled or s.delivered_at is not None or s.returned_at is not None
-        last_scan = {"type": s.last_scan_type, "at": _iso(s.last_scan_at),
-                     "location": s.last_location}
+        # Evidence is built lazily: only when a finding changes an alert (rarely).
+        def last_scan() -> dict[str, Any]:
+            return {"type": s.last_scan_type, "at": _iso(s.last_scan_at),
+                    "location": s.last_location}
+
         out: list[Finding] = []
 
         waybill = (not done and s.waybill_due is not None and s.stage < Stage.WAYBILL
                    and at >= s.waybill_due)
         out.append(Finding("waybill_missing", waybill, _sev(Severity.MEDIUM, tier),
                            ("waybill_not_created_by_sla",),
-                           {"deadline": _iso(s.waybill_due), "paid_at": _iso(s.paid_at),
-                            "warehouse_id": s.warehouse_id}))
+                           lambda: {"deadline": _iso(s.waybill_due), "paid_at": _iso(s.paid_at),
+                                    "warehouse_id": s.warehouse_id}))
 
         handover = (not done and s.handover_due is not None and s.stage < Stage.PICKED_UP
                     and at >= s.handover_due)
         out.append(Finding("handover_missed", handover, _sev(Severity.HIGH, tier),
                            ("no_pickup_after_cutoff",),
-                           {"deadline": _iso(s.handover_due), "carrier": s.carrier,
-                            "warehouse_id": s.warehouse_id}))
+                           lambda: {"deadline": _iso(s.handover_due), "carrier": s.carrier,
+                                    "warehouse_id": s.warehouse_id}))
 
         silent_h = (at - s.last_scan_at) / H if s.last_scan_at is not None else 0.0
         stale = not done and s.stage >= Stage.PICKED_UP and silent_h >= th.stale_after_h
@@ -148,12 +150,12 @@ class DelayRules:
                            _sev(Severity.HIGH if silent_h >= th.stale_escalate_h
                                 else Severity.MEDIUM, tier),
                            (f"no_scan_for_{int(th.stale_after_h)}h",),
-                           {"last_scan": last_scan, "silent_hours": round(silent_h, 1),
-                            "allowed_hours": th.stale_after_h}))
+                           lambda: {"last_scan": last_scan(), "silent_hours": round(silent_h, 1),
+                                    "allowed_hours": th.stale_after_h}))
 
         out.append(Finding("carrier_exception", not done and s.exception_open,
                            _sev(Severity.HIGH, tier), (f"scan_{s.exception_type}",),
-                           {"last_scan": last_scan}))
+                           lambda: {"last_scan": last_scan()}))
 
         risk_due = self.risk_due(s)
         eta_late = (s.carrier_eta is not None and s.promised_at is not None
@@ -164,21 +166,24 @@ class DelayRules:
         out.append(Finding("promise_at_risk",
                            not done and s.stage >= Stage.PAID and (eta_late or stage_late),
                            _sev(Severity.MEDIUM, tier), reasons,
-                           {"stage": s.stage.label, "stage_deadline": _iso(risk_due),
-                            "carrier_eta": _iso(s.carrier_eta), "last_scan": last_scan}))
+                           lambda: {"stage": s.stage.label, "stage_deadline": _iso(risk_due),
+                                    "carrier_eta": _iso(s.carrier_eta),
+                                    "last_scan": last_scan()}))
 
         broken = (not done and s.stage >= Stage.PAID and s.promised_at is not None
                   and at >= s.promised_at)
         late_h = ((s.delivered_at or at) - s.promised_at) / H if s.promised_at else 0.0
         out.append(Finding("promise_broken", broken, _sev(Severity.HIGH, tier),
                            ("not_delivered_by_promise",) if broken else ("delivered_late",),
-                           {"late_hours": round(late_h, 1), "stage": s.stage.label,
-                            "delivered_at": _iso(s.delivered_at), "last_scan": last_scan}))
+                           lambda: {"late_hours": round(late_h, 1), "stage": s.stage.label,
+                                    "delivered_at": _iso(s.delivered_at),
+                                    "last_scan": last_scan()}))
 
         short = not cancelled and bool(s.shortages) and s.stage < Stage.WAYBILL
         out.append(Finding("stock_shortage", short, _sev(Severity.HIGH, tier),
                            ("stock_short_at_warehouse",),
-                           {"shortages": s.shortages[-3:]}, pulse=pulse == "stock_shortage"))
+                           lambda: {"shortages": s.shortages[-3:]},
+                           pulse=pulse == "stock_shortage"))
         return out
 
 

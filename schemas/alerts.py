@@ -14,8 +14,9 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal
 
-from delaywatch.schemas.events import UtcDatetime
 from pydantic import BaseModel, ConfigDict, Field
+
+from delaywatch.schemas.events import UtcDatetime
 
 ALERT_SCHEMA_VERSION = 1
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from delaywatch.schemas.events import UtcDatetime
 from pydantic import BaseModel, ConfigDict
+
+from delaywatch.schemas.events import UtcDatetime
 
 DLQ_REASONS = (
     "undecodable",  # bytes are not UTF-8

@@ -15,7 +15,8 @@ def _to_utc(value: datetime) -> datetime:
     return value.astimezone(UTC)
 
 
-UtcDatetime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
+# strict: ISO-8601 strings in JSON only (a bare number is not silently read as epoch seconds)
+UtcDatetime = Annotated[AwareDatetime, Field(strict=True), AfterValidator(_to_utc)]
 """An ISO-8601 timestamp that must carry an offset; stored in UTC."""
 
 Id = Annotated[str, Field(min_length=1, max_length=128)]

@@ -9,6 +9,7 @@ partition and are rebuilt from the tables after every rebalance.
 from __future__ import annotations
 
 import pickle
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -16,17 +17,23 @@ from typing import Any
 import faust
 import orjson
 import structlog
+
 from delaywatch.config.settings import Settings
 from delaywatch.config.thresholds import Thresholds
+from delaywatch.core.decode import DecodeError, decode
+from delaywatch.core.engine import Engine, Forward, Rejected
+from delaywatch.core.pipeline import (
+    ShipmentPartition,
+    StockPartition,
+    dead_letter,
+    partition_for,
+    rejected_source,
+)
 from delaywatch.schemas.alerts import Alert
 from delaywatch.schemas.dlq import SourceRef
 from delaywatch.schemas.events import StockNotice
 from delaywatch.streams.tables import Tables
 from delaywatch.streams.topics import Topics
-
-from delaywatch.core.decode import DecodeError, decode
-from delaywatch.core.engine import Engine, Forward, Rejected
-from delaywatch.core.pipeline import ShipmentPartition, StockPartition, dead_letter, partition_for
 
 __all__ = ["Agents", "define_agents"]
 
@@ -63,16 +70,34 @@ class PartitionEngines:
         return part
 
     def write_back(self, p: int) -> None:
-        """Persist what the last event changed (called inside stream iteration)."""
+        """Persist what changed in partition ``p`` to the table and its changelog partition
+        ``p`` (explicitly, so it also works from a timer, outside stream iteration)."""
         part = self.parts[p]
         changed, deleted = part.engine.take_changes()
         for key, ks in changed.items():
-            self.table[key] = pickle.dumps(ks, protocol=pickle.HIGHEST_PROTOCOL)
+            _put(self.table, p, key, pickle.dumps(ks, protocol=pickle.HIGHEST_PROTOCOL))
         for key in deleted:
-            if key in self.table:
-                del self.table[key]
+            _put(self.table, p, key, None)
         extra = getattr(getattr(part, "logic", None), "last_heartbeat", None)
-        self.clocks[f"{self.kind}:{p}"] = pickle.dumps((part.engine.clocks, extra))
+        _put(self.clocks, p, f"{self.kind}:{p}", pickle.dumps((part.engine.clocks, extra)))
+
+
+def source_of(msg: Any) -> SourceRef:
+    key = msg.key.decode("utf-8", "replace") if isinstance(msg.key, bytes) else msg.key
+    return SourceRef(topic=msg.topic, partition=msg.partition, offset=msg.offset,
+                     timestamp_ms=int(msg.timestamp * 1000) if msg.timestamp else None, key=key)
+
+
+def _put(table: faust.TableT, partition: int, key: str, value: bytes | None) -> None:
+    # Same effect as ``table[key] = value`` inside an agent, with the changelog partition
+    # given instead of taken from the current event (memory store; see docs).
+    if value is None:
+        if key in table.data:
+            del table.data[key]
+        table.send_changelog(partition, key, None, value_serializer="raw")
+    else:
+        table.data[key] = value
+        table.send_changelog(partition, key, value)
 
 
 class Agents:
@@ -87,6 +112,11 @@ class Agents:
             "stock", tables.stock, tables.clocks, n,
             lambda p: StockPartition(settings, thresholds, p))
         self.counts: dict[str, int] = {"events": 0, "alerts": 0, "dlq": 0}
+        self.last_input = time.monotonic()
+        idle = settings.time.idle_advance_after_s
+        if idle:
+            app.timer(interval=max(0.5, idle / 2), name="advance_idle_watermarks")(
+                self._make_idle_advance(idle))
 
         @app.on_partitions_revoked.connect
         async def _revoked(app: faust.App, revoked: Any, **_: Any) -> None:
@@ -110,10 +140,11 @@ class Agents:
             part = self.shipments.get(msg.partition)
 
             def handle(part: ShipmentPartition = part, role: str | None = role,
-                       value: Any = event.value, key: Any = event.key) -> list[Any]:
+                       value: Any = event.value, key: Any = event.key, msg: Any = msg
+                       ) -> list[Any]:
                 if role == "stock_notices":
                     return part.on_notice(StockNotice.model_validate_json(value))
-                return part.on_event(role or "", decode(role or "", value, key))
+                return part.on_event(role or "", decode(role or "", value, key), source_of(msg))
 
             await self._process(msg, event.key, event.value, handle)
             self.shipments.write_back(msg.partition)
@@ -133,14 +164,31 @@ class Agents:
             await self._process(msg, event.key, event.value, handle)
             self.stock.write_back(msg.partition)
 
+    def _make_idle_advance(self, idle_s: float) -> Callable[[], Any]:
+        async def advance_idle_watermarks() -> None:
+            """Input idle: let event time run on from the latest clock at wall-clock speed,
+            so a silent feed still reaches its deadlines (live only, never in replay)."""
+            idle_for = time.monotonic() - self.last_input
+            if idle_for < idle_s:
+                return
+            for engines in (self.shipments, self.stock):
+                for p, part in list(engines.parts.items()):
+                    clocks = part.engine.clocks
+                    if not clocks:
+                        continue
+                    outputs = part.engine.advance_to(max(clocks.values()) + idle_for)
+                    source = SourceRef(topic="<idle-advance>", partition=p)
+                    await self._emit(outputs, source, None)
+                    engines.write_back(p)
+
+        return advance_idle_watermarks
+
     # -- shared ----------------------------------------------------------------------------
     async def _process(self, msg: Any, key: Any, value: Any,
                        handle: Callable[[], list[Any]]) -> None:
         self.counts["events"] += 1
-        key_s = key.decode("utf-8", "replace") if isinstance(key, bytes) else key
-        source = SourceRef(topic=msg.topic, partition=msg.partition, offset=msg.offset,
-                           timestamp_ms=int(msg.timestamp * 1000) if msg.timestamp else None,
-                           key=key_s)
+        self.last_input = time.monotonic()
+        source = source_of(msg)
         try:
             outputs = handle()
         except DecodeError as exc:
@@ -152,6 +200,9 @@ class Agents:
             await self._dlq("processing_error", f"{type(exc).__name__}: {exc}", "process",
                             source, value, None)
             return
+        await self._emit(outputs, source, value)
+
+    async def _emit(self, outputs: list[Any], source: SourceRef, value: Any) -> None:
         for out in outputs:
             if isinstance(out, Alert):
                 self.counts["alerts"] += 1
@@ -164,7 +215,8 @@ class Agents:
                 await topic.send(key=out.key, value=orjson.dumps(out.value),
                                  partition=out.partition)
             elif isinstance(out, Rejected):
-                await self._dlq(out.reason, out.error, "process", source, value, out.event_id)
+                await self._dlq(out.reason, out.error, "process",
+                                *rejected_source(out, source, value), out.event_id)
 
     async def _dlq(self, reason: str, error: str, stage: str, source: SourceRef, raw: Any,
                    event_id: str | None) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ssl
 
 import faust
+
 from delaywatch.config.settings import Settings
 
 __all__ = ["create_app"]

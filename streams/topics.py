@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import faust
+
 from delaywatch.config.settings import Settings
 
 __all__ = ["Topics", "define_topics"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import faust
+
 from delaywatch.config.settings import Settings
 from delaywatch.config.thresholds import load_thresholds
 from delaywatch.streams.agents import Agents, define_agents

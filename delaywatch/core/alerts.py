@@ -10,6 +10,7 @@ depend on whether the notice arrived before or after the fact that clears it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -29,7 +30,9 @@ class Finding:
     active: bool
     severity: Severity = Severity.MEDIUM
     reason_codes: tuple[str, ...] = ()
-    evidence: dict[str, Any] = field(default_factory=dict)
+    # a dict, or a zero-argument callable returning one: detectors are evaluated on every
+    # event, but evidence is only needed when an alert is emitted
+    evidence: dict[str, Any] | Callable[[], dict[str, Any]] = field(default_factory=dict)
     pulse: bool = False
 
 
@@ -99,6 +102,6 @@ class AlertBook:
             status=status,
             severity=ep.severity,
             reason_codes=f.reason_codes,
-            evidence=f.evidence,
+            evidence=f.evidence() if callable(f.evidence) else f.evidence,
             at=at,
         )

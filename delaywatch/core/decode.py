@@ -42,6 +42,30 @@ def _classify(err: ValidationError) -> tuple[str, str]:
     return "schema_violation", f"{where}: {first['msg']}"
 
 
+def _why_not_json(raw: bytes) -> tuple[str, str] | None:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return "undecodable", f"payload is not UTF-8: {exc}"
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        return "invalid_json", f"invalid JSON: {exc}"
+    if not isinstance(obj, dict):
+        return "invalid_json", f"expected a JSON object, got {type(obj).__name__}"
+    return None
+
+
+def _event_id(raw: bytes) -> str | None:
+    """Best effort, for the dead letter: the event_id of a payload that failed validation."""
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    value = obj.get("event_id") if isinstance(obj, dict) else None
+    return value[:128] if isinstance(value, str) else None
+
+
 def expected_key(role: str, event: BaseModel) -> str:
     if role == "inventory":
         assert isinstance(event, InventoryEvent)
@@ -56,21 +80,13 @@ def decode(role: str, raw: bytes | None, key: str | bytes | None) -> BaseModel:
     if len(raw) > MAX_PAYLOAD_BYTES:
         raise DecodeError("schema_violation", f"payload of {len(raw)} bytes exceeds the limit")
     try:
-        raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise DecodeError("undecodable", f"payload is not UTF-8: {exc}") from None
-    try:
-        obj = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise DecodeError("invalid_json", f"invalid JSON: {exc}") from None
-    if not isinstance(obj, dict):
-        raise DecodeError("invalid_json", f"expected a JSON object, got {type(obj).__name__}")
-    event_id = obj.get("event_id") if isinstance(obj.get("event_id"), str) else None
-    try:
-        event = EVENT_MODELS[role].model_validate(obj)
+        event = EVENT_MODELS[role].model_validate_json(raw)
     except ValidationError as exc:
         reason, message = _classify(exc)
-        raise DecodeError(reason, message, event_id) from None
+        if reason == "invalid_json" or exc.errors()[0]["type"] == "model_type":
+            reason, message = _why_not_json(raw) or (reason, message)
+        raise DecodeError(reason, message, _event_id(raw)) from None
+    event_id = event.event_id  # type: ignore[attr-defined]
     occurred: datetime = event.occurred_at  # type: ignore[attr-defined]
     if not _EARLIEST <= occurred < _LATEST:
         raise DecodeError("impossible_timestamp", f"occurred_at {occurred.isoformat()} is out of "

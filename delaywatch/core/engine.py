@@ -28,7 +28,7 @@ import bisect
 import heapq
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Generic, Protocol, TypeVar
 
 __all__ = [
@@ -42,7 +42,7 @@ __all__ = [
 
 S = TypeVar("S")
 NEG_INF = -math.inf
-SEEN_LIMIT = 64  # event_ids remembered per key for de-duplication
+SEEN_LIMIT = 64  # past this many ids per key, ids beyond the max_past horizon are forgotten
 
 
 @dataclass(slots=True, frozen=True)
@@ -62,6 +62,10 @@ class Rejected:
     reason: str
     error: str
     event_id: str | None = None
+    # set by the engine when the refusal comes at ordering time, long after the record's own
+    # arrival: where the record came from (opaque to the core) and the refused event itself
+    origin: Any = None
+    event: Any = None
 
 
 @dataclass(slots=True, order=True)
@@ -71,6 +75,7 @@ class Pending:
     event_id: str
     stream: str = field(compare=False)
     event: Any = field(compare=False)
+    origin: Any = field(default=None, compare=False)
 
 
 @dataclass(slots=True)
@@ -78,7 +83,7 @@ class KeyState(Generic[S]):
     key: str
     data: S
     pending: list[Pending] = field(default_factory=list)
-    seen: list[str] = field(default_factory=list)
+    seen: dict[str, float] = field(default_factory=dict)  # event_id -> occurred_at
     due: float | None = None  # next deadline the logic asked for
     last_at: float = NEG_INF  # effective time of the last thing applied
 
@@ -112,12 +117,14 @@ class Engine(Generic[S]):
         side_streams: Sequence[str] = (),
         allowed_lateness_s: float = 1800.0,
         max_future_s: float = 3 * 86400.0,
+        max_past_s: float = 2 * 86400.0,
     ) -> None:
         self.logic = logic
         self.gating_streams = tuple(gating_streams)
         self.side_streams = tuple(side_streams)
         self.allowed_lateness_s = allowed_lateness_s
         self.max_future_s = max_future_s
+        self.max_past_s = max_past_s
         self.rank = {s: i for i, s in enumerate((*self.gating_streams, *self.side_streams))}
         self.clocks: dict[str, float] = {}
         self.states: dict[str, KeyState[S]] = {}
@@ -149,7 +156,8 @@ class Engine(Generic[S]):
 
     # -- input ------------------------------------------------------------------------
     def ingest(
-        self, stream: str, key: str, event: Any, event_id: str, occurred_at: float
+        self, stream: str, key: str, event: Any, event_id: str, occurred_at: float,
+        origin: Any = None,
     ) -> list[Any]:
         clock = self.clocks.get(stream, NEG_INF)
         if clock > NEG_INF and occurred_at > clock + self.max_future_s:
@@ -161,16 +169,30 @@ class Engine(Generic[S]):
                     event_id,
                 )
             ]
+        if clock > NEG_INF and occurred_at < clock - self.max_past_s:
+            return [
+                Rejected(
+                    "impossible_timestamp",
+                    f"occurred_at is {(clock - occurred_at) / 3600:.1f} h behind the "
+                    f"{stream!r} stream clock (limit {self.max_past_s / 3600:.0f} h): too old "
+                    "to order against state that may already be gone",
+                    event_id,
+                )
+            ]
         ks = self.states.get(key)
         if ks is None:
             ks = KeyState(key, self.logic.new_state(key))
             self.states[key] = ks
-        if event_id in ks.seen:
+        seen = ks.seen
+        if event_id in seen:
             self.duplicates += 1
             return []
-        ks.seen.append(event_id)
-        if len(ks.seen) > SEEN_LIMIT:
-            del ks.seen[0]
+        seen[event_id] = occurred_at
+        if len(seen) % SEEN_LIMIT == 0:
+            # Forget ids older than the max_past horizon: their duplicates are rejected above.
+            horizon = max(seen.values()) - self.max_past_s
+            for old in [e for e, t in seen.items() if t < horizon]:
+                del seen[old]
 
         if stream in self.side_streams:
             eff = max(occurred_at, self.watermark)
@@ -179,7 +201,8 @@ class Engine(Generic[S]):
             if occurred_at > clock:
                 self.clocks[stream] = occurred_at
         outputs = self.logic.on_receipt(ks.data, stream, event, self.clocks)
-        bisect.insort(ks.pending, Pending(eff, self.rank.get(stream, 99), event_id, stream, event))
+        bisect.insort(ks.pending,
+                      Pending(eff, self.rank.get(stream, 99), event_id, stream, event, origin))
         self.dirty.add(key)
         self._schedule(ks)
         outputs.extend(self._run(self.watermark))
@@ -234,7 +257,10 @@ class Engine(Generic[S]):
                 break
             if next_ev <= next_due:
                 p = ks.pending.pop(0)
-                outputs.extend(logic.apply(ks.data, p.stream, p.event, p.eff))
+                for out in logic.apply(ks.data, p.stream, p.event, p.eff):
+                    if isinstance(out, Rejected):
+                        out = replace(out, origin=p.origin, event=p.event)
+                    outputs.append(out)
             else:
                 outputs.extend(logic.on_time(ks.data, next_due))
             ks.last_at = at

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
+import orjson
 from aiokafka.partitioner import murmur2
 
 from delaywatch.config.settings import Settings
@@ -35,6 +36,7 @@ __all__ = [
     "Topology",
     "dead_letter",
     "partition_for",
+    "rejected_source",
 ]
 
 INPUT_ROLES = ("orders", "inventory", "scans")
@@ -62,6 +64,17 @@ def dead_letter(
     )
 
 
+def rejected_source(out: Rejected, source: SourceRef, raw: bytes | None
+                    ) -> tuple[SourceRef, bytes | None]:
+    """Where a refused record came from. Refusals at ordering time carry their own origin and
+    event (re-serialised: the original bytes are not kept in state)."""
+    if out.origin is None:
+        return source, raw
+    event = out.event
+    payload = event.model_dump_json().encode() if hasattr(event, "model_dump_json") else None
+    return out.origin, payload
+
+
 class ShipmentPartition:
     """Shipment table of one partition: orders + carrier scans (+ stock notices)."""
 
@@ -75,12 +88,13 @@ class ShipmentPartition:
             self.logic, gating_streams=(ORDERS, SCANS), side_streams=(NOTICES,),
             allowed_lateness_s=settings.time.allowed_lateness_s,
             max_future_s=settings.time.max_future_s,
+            max_past_s=settings.time.max_past_s,
         )
 
-    def on_event(self, role: str, event: Any) -> list[Any]:
+    def on_event(self, role: str, event: Any, origin: Any = None) -> list[Any]:
         stream = ORDERS if role == "orders" else SCANS
         return self.engine.ingest(stream, event.order_id, event, event.event_id,
-                                  event.occurred_at.timestamp())
+                                  event.occurred_at.timestamp(), origin)
 
     def on_notice(self, notice: StockNotice) -> list[Any]:
         return self.engine.ingest(NOTICES, notice.order_id, notice, notice.notice_id,
@@ -98,6 +112,7 @@ class StockPartition:
             gating_streams=(INVENTORY, *(lines_stream(q) for q in range(n))),
             allowed_lateness_s=settings.time.allowed_lateness_s,
             max_future_s=settings.time.max_future_s,
+            max_past_s=settings.time.max_past_s,
         )
 
     def on_inventory(self, event: Any) -> list[Any]:
@@ -142,7 +157,7 @@ class Topology:
         if role == "inventory":
             outputs = self.stocks[p].on_inventory(event)
         else:
-            outputs = self.shipments[p].on_event(role, event)
+            outputs = self.shipments[p].on_event(role, event, source)
         yield from self._route(outputs, source, raw)
 
     def flush(self) -> Iterator[Alert | DeadLetter]:
@@ -172,14 +187,16 @@ class Topology:
             if isinstance(out, Alert):
                 yield out
             elif isinstance(out, Rejected):
-                yield self._dlq(out.reason, out.error, "process", source, raw, out.event_id)
+                src, payload = rejected_source(out, source, raw)
+                yield self._dlq(out.reason, out.error, "process", src, payload, out.event_id)
             elif isinstance(out, Forward):
                 if out.role == "order_lines":
                     p = out.partition if out.partition is not None else partition_for(
                         out.key or "", self.n)
                     queue.extend(self.stocks[p].on_line(out.value))
                 else:  # stock_notices
-                    notice = StockNotice.model_validate(out.value)
+                    raw_notice = orjson.dumps(out.value)  # validated as it is on the wire
+                    notice = StockNotice.model_validate_json(raw_notice)
                     p = partition_for(notice.order_id, self.n)
                     queue.extend(self.shipments[p].on_notice(notice))
 
