@@ -195,6 +195,10 @@ class StockRules:
     def __init__(self, thresholds: Thresholds) -> None:
         self.th = thresholds.stock
 
+    def deadlines(self, s: StockState) -> list[float]:
+        """Stock conditions change only with events (the stock-out forecast of #4 will not)."""
+        return []
+
     def update_mismatch(self, s: StockState) -> None:
         """Compare the latest WMS and OMS snapshots if they were taken close together."""
         if s.wms_snapshot is None or s.oms_snapshot is None:

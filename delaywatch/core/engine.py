@@ -18,8 +18,11 @@ watermark is final: events wait in their key's ``pending`` list and are applied 
 for. A deadline therefore fires exactly when the event clock passes it, in live mode and in a
 replay of last month alike.
 
-Side streams (e.g. stock notices) do not gate the watermark; they are applied at
+Side streams (e.g. stock notices) do not gate the watermark; they are applied at once, at
 ``max(occurred_at, watermark)``, so logic fed by them must not depend on their position.
+
+Items are applied strictly *before* the watermark: a late event of the slowest stream gets an
+effective time equal to it and must still be sorted among its ties.
 """
 
 from __future__ import annotations
@@ -195,7 +198,8 @@ class Engine(Generic[S]):
                 del seen[old]
 
         if stream in self.side_streams:
-            eff = max(occurred_at, self.watermark)
+            # just under the watermark: applied now, after everything already applied
+            eff = max(occurred_at, math.nextafter(self.watermark, NEG_INF))
         else:
             eff = max(occurred_at, clock - self.allowed_lateness_s)
             if occurred_at > clock:
@@ -231,7 +235,7 @@ class Engine(Generic[S]):
     def _run(self, wm: float) -> list[Any]:
         outputs: list[Any] = []
         heap = self._heap
-        while heap and heap[0][0] <= wm:
+        while heap and heap[0][0] < wm:
             t, key = heapq.heappop(heap)
             if self._scheduled.get(key) != t:
                 continue  # superseded entry
@@ -253,7 +257,9 @@ class Engine(Generic[S]):
             next_ev = ks.pending[0].eff if ks.pending else math.inf
             next_due = ks.due if ks.due is not None else math.inf
             at = min(next_ev, next_due)
-            if at > wm:
+            # Strictly before the watermark: a late event of the slowest stream gets an
+            # effective time *equal* to the watermark, and must still be sorted among its ties.
+            if at >= wm:
                 break
             if next_ev <= next_due:
                 p = ks.pending.pop(0)
@@ -261,10 +267,12 @@ class Engine(Generic[S]):
                     if isinstance(out, Rejected):
                         out = replace(out, origin=p.origin, event=p.event)
                     outputs.append(out)
+                # a deadline at exactly this time is still due (events at t go first)
+                ks.due = logic.next_due(ks.data, math.nextafter(at, NEG_INF))
             else:
                 outputs.extend(logic.on_time(ks.data, next_due))
+                ks.due = logic.next_due(ks.data, at)
             ks.last_at = at
-            ks.due = logic.next_due(ks.data, at)
         self.dirty.add(ks.key)
         return outputs
 

@@ -9,6 +9,7 @@ exactly the per-partition event order (and hence the watermarks) of a live run.
 from __future__ import annotations
 
 import base64
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -172,6 +173,7 @@ class Topology:
         if end is None:
             return
         source = SourceRef(topic="<end-of-input>")
+        end = math.nextafter(end, math.inf)  # the engines apply what is strictly before
         for _ in range(3):  # stock notices produced by the flush need one more round
             outputs = [o for e in engines for o in e.advance_to(end)]
             if not outputs:

@@ -1,0 +1,374 @@
+"""Shipment logic end to end through the in-process Topology (no broker).
+
+Times are Korea time (the thresholds' zone). With the default thresholds an order paid at
+10:00 on day 0 and promised for 22:00 on day 1 must have a waybill by 19:00 (cut-off 18:00 +
+1 h) and be picked up by 23:00 (+5 h); the promise is at risk at 19:00 if still only paid.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import date, datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import orjson
+import pytest
+
+from delaywatch.config import Settings, Thresholds
+from delaywatch.core.pipeline import Topology
+from delaywatch.schemas.alerts import Alert, AlertStatus, Severity, alert_id_for
+from delaywatch.schemas.dlq import DeadLetter, SourceRef
+
+KST = ZoneInfo("Asia/Seoul")
+DAY0 = date(2024, 5, 6)
+FILLER = "O-FILLER"
+FILLER_STOCK = ("W0", "FILL")
+
+
+def kst(day: int, hour: int, minute: int = 0) -> datetime:
+    return datetime.combine(DAY0 + timedelta(days=day), time(hour, minute), KST)
+
+
+def iso(dt: datetime) -> str:
+    return dt.isoformat()
+
+
+class World:
+    """A one-partition topology fed with JSON records, plus a clock-driving helper.
+
+    The shipment watermark is min(orders clock, scans clock) - allowed_lateness, the stock
+    watermark min(inventory clock, order-lines clock) - allowed_lateness; :meth:`advance`
+    sends filler records of an uninvolved order and SKU on every input so both reach ``until``.
+    """
+
+    def __init__(self, settings: Settings, thresholds: Thresholds) -> None:
+        self.topology = Topology(settings, thresholds)
+        self.lateness = timedelta(seconds=settings.time.allowed_lateness_s)
+        self.alerts: list[Alert] = []
+        self.dead: list[DeadLetter] = []
+        self.clock: datetime | None = None
+        self._n = 0
+
+    # -- input -----------------------------------------------------------------------------
+    def feed(self, role: str, key: str, value: dict[str, Any]) -> list[Alert]:
+        at = datetime.fromisoformat(value["occurred_at"])
+        self.clock = at if self.clock is None else max(self.clock, at)
+        return self._collect(self.topology.feed(role, key, orjson.dumps(value),
+                                                SourceRef(topic=role, key=key)))
+
+    def _collect(self, outputs: Any) -> list[Alert]:
+        new = []
+        for out in outputs:
+            if isinstance(out, Alert):
+                new.append(out)
+            else:
+                self.dead.append(out)
+        self.alerts.extend(new)
+        return new
+
+    def _id(self, prefix: str) -> str:
+        self._n += 1
+        return f"{prefix}-{self._n:05d}"
+
+    def order(self, order_id: str, event_type: str, at: datetime, **fields: Any) -> list[Alert]:
+        return self.feed("orders", order_id, {
+            "event_id": self._id("ev-o"), "occurred_at": iso(at), "event_type": event_type,
+            "order_id": order_id, **fields})
+
+    def place(self, order_id: str, at: datetime, *, promised_at: datetime,
+              tier: str = "standard", lines: tuple[tuple[str, int], ...] = (("SKU-1", 1),),
+              warehouse: str = "W1", carrier: str = "cj") -> list[Alert]:
+        return self.order(order_id, "order_placed", at, promised_at=iso(promised_at),
+                          customer_tier=tier, customer_ref=f"C-{order_id}",
+                          warehouse_id=warehouse, carrier=carrier,
+                          lines=[{"sku": s, "quantity": q} for s, q in lines],
+                          customer={"name": "Hong Gildong", "phone": "010-1234-5678"})
+
+    def pay(self, order_id: str, at: datetime) -> list[Alert]:
+        return self.order(order_id, "payment_confirmed", at)
+
+    def cancel(self, order_id: str, at: datetime) -> list[Alert]:
+        return self.order(order_id, "order_cancelled", at)
+
+    def scan(self, order_id: str, scan_type: str, at: datetime, *,
+             eta: datetime | None = None, location: str = "Icheon hub",
+             event_id: str | None = None) -> list[Alert]:
+        value = {"event_id": event_id or self._id("ev-s"), "occurred_at": iso(at),
+                 "tracking_number": f"T-{order_id}", "order_id": order_id, "carrier": "cj",
+                 "scan_type": scan_type, "location": location}
+        if eta is not None:
+            value["carrier_eta"] = iso(eta)
+        return self.feed("scans", order_id, value)
+
+    def inventory(self, warehouse: str, sku: str, event_type: str, quantity: int,
+                  at: datetime, *, source: str = "wms", order_id: str | None = None,
+                  ) -> list[Alert]:
+        value = {"event_id": self._id("ev-i"), "occurred_at": iso(at),
+                 "event_type": event_type, "warehouse_id": warehouse, "sku": sku,
+                 "quantity": quantity, "source": source}
+        if order_id is not None:
+            value["order_id"] = order_id
+        return self.feed("inventory", f"{warehouse}:{sku}", value)
+
+    # -- time ------------------------------------------------------------------------------
+    def advance(self, until: datetime) -> list[Alert]:
+        """Move every watermark just past ``until`` (in steps, to stay within max_future):
+        the engines apply what lies strictly before the watermark."""
+        until = until + timedelta(milliseconds=1)
+        new: list[Alert] = []
+        start = self.clock or until
+        step = start
+        while True:
+            step = min(step + timedelta(hours=12), until)
+            at = step + self.lateness
+            new += self.order(FILLER, "order_placed", at)
+            new += self.scan(FILLER, "waybill_created", at)
+            new += self.inventory(*FILLER_STOCK, "stock_snapshot", 1000, at)
+            if step >= until:
+                break
+        assert all(a.key not in (FILLER, ":".join(FILLER_STOCK)) for a in new)
+        return new
+
+    def flush(self) -> list[Alert]:
+        return self._collect(self.topology.flush())
+
+    def of(self, key: str, kind: str | None = None) -> list[Alert]:
+        return [a for a in self.alerts if a.key == key and (kind is None or a.kind == kind)]
+
+
+def transitions(alerts: list[Alert]) -> list[tuple[str, AlertStatus, Severity, datetime]]:
+    return [(a.kind, a.status, a.severity, a.detected_at) for a in alerts]
+
+
+@pytest.fixture
+def make_world(make_settings, thresholds) -> Callable[[], World]:
+    def make() -> World:
+        return World(make_settings(partitions=1), thresholds)
+
+    return make
+
+
+@pytest.fixture
+def world(make_world) -> World:
+    return make_world()
+
+
+def paid_order(w: World, order_id: str = "O-1", *, tier: str = "standard",
+               promised_at: datetime | None = None) -> None:
+    w.place(order_id, kst(0, 9, 55), promised_at=promised_at or kst(1, 22), tier=tier)
+    w.pay(order_id, kst(0, 10))
+
+
+def picked_up_order(w: World, order_id: str = "O-1", *, tier: str = "standard",
+                    promised_at: datetime | None = None) -> None:
+    paid_order(w, order_id, tier=tier, promised_at=promised_at)
+    w.scan(order_id, "waybill_created", kst(0, 14))
+    w.scan(order_id, "picked_up", kst(0, 17))
+
+
+# -- the happy path ----------------------------------------------------------------------------
+def test_a_normal_order_raises_no_alert(world) -> None:
+    picked_up_order(world)
+    world.scan("O-1", "arrived_at_hub", kst(0, 22))
+    world.scan("O-1", "departed_hub", kst(1, 2))
+    world.scan("O-1", "out_for_delivery", kst(1, 9))
+    world.scan("O-1", "delivered", kst(1, 13))
+    world.advance(kst(4, 0))
+    world.flush()
+    assert world.alerts == []
+    assert world.dead == []
+    state = world.topology.shipments[0].engine.states["O-1"].data
+    assert state.delivered_at == kst(1, 13).timestamp() and state.scans == 6
+
+
+# -- dispatch ----------------------------------------------------------------------------------
+def test_waybill_missing_opens_at_the_deadline_and_resolves_on_the_waybill(world) -> None:
+    paid_order(world)
+    assert world.advance(kst(0, 18, 59)) == []
+    world.advance(kst(0, 20))
+    [opened] = world.of("O-1", "waybill_missing")
+    assert (opened.status, opened.severity) == (AlertStatus.OPEN, Severity.MEDIUM)
+    assert opened.detected_at == kst(0, 19)  # the deadline, not when the clock noticed
+    assert datetime.fromisoformat(opened.evidence["deadline"]) == kst(0, 19)
+    assert opened.stage == "paid" and opened.customer_ref == "C-O-1"
+
+    world.scan("O-1", "waybill_created", kst(0, 20, 30))
+    world.advance(kst(0, 21))
+    assert transitions(world.of("O-1", "waybill_missing")) == [
+        ("waybill_missing", AlertStatus.OPEN, Severity.MEDIUM, kst(0, 19)),
+        ("waybill_missing", AlertStatus.RESOLVED, Severity.MEDIUM, kst(0, 20, 30)),
+    ]
+    assert len({a.alert_id for a in world.of("O-1", "waybill_missing")}) == 1
+
+
+def test_no_pickup_by_the_deadline_is_handover_missed(world) -> None:
+    paid_order(world)
+    world.scan("O-1", "waybill_created", kst(0, 14))
+    world.advance(kst(0, 22, 59))
+    assert world.of("O-1", "handover_missed") == []
+    world.advance(kst(1, 0))
+    assert transitions(world.of("O-1", "handover_missed")) == [
+        ("handover_missed", AlertStatus.OPEN, Severity.HIGH, kst(0, 23))]
+    world.scan("O-1", "picked_up", kst(1, 1))
+    world.advance(kst(1, 2))
+    assert world.of("O-1", "handover_missed")[-1].status == AlertStatus.RESOLVED
+
+
+# -- in transit --------------------------------------------------------------------------------
+@pytest.mark.parametrize("tier, first, escalated", [
+    ("standard", Severity.MEDIUM, Severity.HIGH),
+    ("vip", Severity.HIGH, Severity.CRITICAL),
+])
+def test_silent_carrier_is_tracking_stale_then_escalates_then_resolves(
+        world, tier, first, escalated) -> None:
+    picked_up_order(world, tier=tier, promised_at=kst(6, 22))
+    world.advance(kst(1, 12, 59))
+    assert world.of("O-1", "tracking_stale") == []
+    world.advance(kst(2, 11, 59))
+    world.scan("O-1", "arrived_at_hub", kst(2, 12))
+    world.advance(kst(2, 13))
+    stale = world.of("O-1", "tracking_stale")
+    assert transitions(stale) == [
+        ("tracking_stale", AlertStatus.OPEN, first, kst(1, 13)),  # picked up 17:00 + 20 h
+        ("tracking_stale", AlertStatus.UPDATED, escalated, kst(2, 9)),  # + 40 h
+        ("tracking_stale", AlertStatus.RESOLVED, escalated, kst(2, 12)),
+    ]
+    assert stale[0].evidence["silent_hours"] == 20.0
+    assert stale[1].evidence["silent_hours"] == 40.0
+    assert stale[0].reason_codes == ["no_scan_for_20h"]
+
+
+def test_exception_scan_is_carrier_exception_until_progress(world) -> None:
+    picked_up_order(world)
+    world.scan("O-1", "exception", kst(0, 20), location="Okcheon hub")
+    world.advance(kst(0, 21))
+    [opened] = world.of("O-1", "carrier_exception")
+    assert opened.status == AlertStatus.OPEN and opened.detected_at == kst(0, 20)
+    assert opened.reason_codes == ["scan_exception"]
+    assert opened.evidence["last_scan"]["location"] == "Okcheon hub"
+    world.scan("O-1", "arrived_at_hub", kst(0, 22))
+    world.advance(kst(0, 23))
+    assert world.of("O-1", "carrier_exception")[-1].status == AlertStatus.RESOLVED
+
+
+def test_carrier_eta_after_the_promise_is_promise_at_risk(world) -> None:
+    paid_order(world)
+    world.scan("O-1", "waybill_created", kst(0, 14), eta=kst(2, 10))
+    world.advance(kst(0, 15))
+    [risk] = world.of("O-1")
+    assert (risk.kind, risk.status, risk.detected_at) == (
+        "promise_at_risk", AlertStatus.OPEN, kst(0, 14))
+    assert risk.reason_codes == ["carrier_eta_after_promise"]
+    assert datetime.fromisoformat(risk.evidence["carrier_eta"]) == kst(2, 10)
+    assert risk.message_en and risk.message_ko
+
+
+@pytest.mark.parametrize("tier, at_open, at_delivery", [
+    ("standard", 2000, 5000),  # late >= 0 h, then late >= 24 h
+    ("vip", 5000, 10000),
+])
+def test_not_delivered_by_the_promise_is_promise_broken_with_compensation(
+        world, tier, at_open, at_delivery) -> None:
+    picked_up_order(world, tier=tier)
+    world.scan("O-1", "arrived_at_hub", kst(1, 2))
+    world.advance(kst(1, 21, 59))
+    assert world.of("O-1", "promise_broken") == []
+    world.advance(kst(1, 23))
+    [broken] = world.of("O-1", "promise_broken")
+    assert broken.detected_at == kst(1, 22)
+    assert broken.severity == (Severity.CRITICAL if tier == "vip" else Severity.HIGH)
+    assert broken.compensation_suggested is not None
+    assert broken.compensation_suggested.amount_krw == at_open
+    assert broken.promised_at == kst(1, 22)
+
+    world.scan("O-1", "delivered", kst(2, 23))  # 25 h late
+    world.advance(kst(3, 0))
+    resolved = world.of("O-1", "promise_broken")[-1]
+    assert resolved.status == AlertStatus.RESOLVED
+    assert resolved.compensation_suggested is not None
+    assert resolved.compensation_suggested.amount_krw == at_delivery
+    assert resolved.evidence["late_hours"] == 25.0
+
+
+# -- cancellation, identity, severity ----------------------------------------------------------
+def test_cancelling_an_order_resolves_its_open_alerts(world) -> None:
+    paid_order(world)
+    world.advance(kst(0, 20))
+    open_kinds = {a.kind for a in world.of("O-1") if a.status == AlertStatus.OPEN}
+    assert {"waybill_missing", "promise_at_risk"} <= open_kinds
+    world.cancel("O-1", kst(0, 20, 30))
+    world.advance(kst(3, 0))
+    last = {a.kind: a for a in world.of("O-1")}
+    assert set(last) == open_kinds  # nothing new (no handover_missed, no promise_broken)
+    assert all(a.status == AlertStatus.RESOLVED and a.detected_at == kst(0, 20, 30)
+               for a in last.values())
+
+
+def stale_twice(w: World) -> None:
+    picked_up_order(w, promised_at=kst(9, 22))
+    w.advance(kst(1, 14))
+    w.scan("O-1", "arrived_at_hub", kst(1, 14))
+    w.advance(kst(2, 11))  # 14:00 + 20 h: silent again
+    w.flush()
+
+
+def test_alert_ids_are_deterministic_and_differ_per_episode(make_world) -> None:
+    first, second = make_world(), make_world()
+    stale_twice(first)
+    stale_twice(second)
+    sig = [(a.alert_id, a.kind, a.status, a.detected_at, a.severity) for a in first.alerts]
+    assert sig == [(a.alert_id, a.kind, a.status, a.detected_at, a.severity)
+                   for a in second.alerts]
+
+    stale = first.of("O-1", "tracking_stale")
+    assert [(a.episode, a.status) for a in stale] == [
+        (1, AlertStatus.OPEN), (1, AlertStatus.RESOLVED), (2, AlertStatus.OPEN)]
+    assert stale[0].alert_id == stale[1].alert_id == alert_id_for("O-1", "tracking_stale", 1)
+    assert stale[2].alert_id == alert_id_for("O-1", "tracking_stale", 2) != stale[0].alert_id
+
+
+def test_vip_severity_is_one_level_up(make_world) -> None:
+    sev = {}
+    for tier in ("standard", "vip"):
+        w = make_world()
+        paid_order(w, tier=tier)
+        w.advance(kst(1, 0))
+        sev[tier] = {a.kind: a.severity for a in w.of("O-1") if a.status == AlertStatus.OPEN}
+    assert sev["standard"] == {"waybill_missing": Severity.MEDIUM,
+                               "handover_missed": Severity.HIGH,
+                               "promise_at_risk": Severity.MEDIUM}
+    assert sev["vip"] == {"waybill_missing": Severity.HIGH,
+                          "handover_missed": Severity.CRITICAL,
+                          "promise_at_risk": Severity.HIGH}
+
+
+def test_alerts_carry_no_customer_pii(world) -> None:
+    paid_order(world)
+    world.advance(kst(1, 0))
+    assert world.alerts
+    for alert in world.alerts:
+        text = alert.model_dump_json()
+        assert "Hong Gildong" not in text and "010-1234-5678" not in text
+
+
+def test_late_scans_give_the_same_alerts_however_the_streams_interleave(make_world) -> None:
+    def run(orders_clock_ahead: bool) -> list[tuple[str, AlertStatus]]:
+        w = make_world()
+        picked_up_order(w, promised_at=kst(5, 22))
+        w.scan("O-OTHER", "waybill_created", kst(0, 21))  # scans clock 21:00
+
+        def late_scans() -> None:  # both > 30 min behind the scans clock: ordered at 20:30
+            w.scan("O-1", "exception", kst(0, 18), event_id="ev-s-b")
+            w.scan("O-1", "arrived_at_hub", kst(0, 19), event_id="ev-s-a")
+
+        if orders_clock_ahead:
+            w.order("O-OTHER", "order_placed", kst(1, 2))
+            late_scans()
+        else:
+            late_scans()
+            w.order("O-OTHER", "order_placed", kst(1, 2))
+        w.advance(kst(1, 3))
+        return [(a.kind, a.status) for a in w.of("O-1")]
+
+    assert run(orders_clock_ahead=True) == run(orders_clock_ahead=False)
