@@ -110,15 +110,16 @@ def run_demo(duration: float = 90.0, orders: int = 1000, seed: int = 7,
                         console.print("[red]worker exited early[/]")
                         break
                     continue
-                value = orjson.loads(msg.value())
-                if msg.topic() == t.dlq:
+                raw, topic = msg.value() or b"null", msg.topic() or ""
+                value = orjson.loads(raw)
+                if topic == t.dlq:
                     dlq += 1
                     if dlq <= 10:
-                        render_record(msg.topic(), msg.value())
+                        render_record(topic, raw)
                     continue
                 alerts.append(value)
                 if value["status"] == "open" and value["severity"] in ("high", "critical"):
-                    render_record(msg.topic(), msg.value())
+                    render_record(topic, raw)
         finally:
             stop_event.set()
             reader.close()

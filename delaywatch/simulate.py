@@ -655,8 +655,8 @@ class _Sim:
             k = self.rng.randrange(3)
             ex = chain[k][0] + span(30 * MIN, 3 * HOUR)
             incidents.append({"kind": kind, "detectable_at": _iso(ex)})
-            for c in chain[k + 1 :]:
-                c[0] += DAY
+            for hop in chain[k + 1 :]:
+                hop[0] += DAY
             chain.insert(k + 1, [ex, "exception", chain[k][2]])
         elif kind == "tracking_stale":
             k = self.rng.randrange(5)  # 0 = pickup, 1..4 = hub scans
@@ -671,8 +671,8 @@ class _Sim:
                 tail = [[delivered, "delivered", self.rng.choice(_DROP_SPOTS)]]
             else:
                 shift = last + silence - rest[0][0]
-                for c in rest:
-                    c[0] += shift
+                for hop in rest:
+                    hop[0] += shift
                 chain.extend(rest)
         scans.extend(chain)
         if tail is None:
@@ -933,10 +933,10 @@ class _Sim:
         rnd, span, rng = self.rnd, self.span, self.rng
         real = self.records
         dups = []
-        for rec in real:
+        for orig in real:
             if rnd() < DUPLICATE_RATE:
                 dups.append(
-                    {**rec, "ts": rec["ts"] + span(0, 30 * MIN), "value": dict(rec["value"])}
+                    {**orig, "ts": orig["ts"] + span(0, 30 * MIN), "value": dict(orig["value"])}
                 )
         n_bad = round(MALFORMED_RATE * len(real))
         bad = []

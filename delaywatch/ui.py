@@ -25,9 +25,9 @@ def render_record(topic: str, raw: bytes | None) -> None:
         console.print(f"[dim]{topic}[/] {raw!r:.200}")
         return
     if isinstance(value, dict) and "alert_id" in value:
-        sev = value.get("severity", "")
+        sev = str(value.get("severity", ""))
         console.print(
-            f"[{_SEV.get(sev, '')}]{_STATUS.get(value.get('status'), '?')} "
+            f"[{_SEV.get(sev, '')}]{_STATUS.get(str(value.get('status')), '?')} "
             f"{value.get('status'):<8} {sev:<8}[/] {value.get('kind'):<18} "
             f"{value.get('key')}  [dim]{value.get('detected_at', '')[:16]}  "
             f"{', '.join(value.get('reason_codes', []))}[/]")

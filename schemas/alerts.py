@@ -70,7 +70,7 @@ def alert_id_for(key: str, kind: str, episode: int) -> str:
 class Alert(BaseModel):
     model_config = ConfigDict(frozen=True)
 
-    schema_version: Literal[1] = ALERT_SCHEMA_VERSION
+    schema_version: Literal[1] = 1
     alert_id: str
     status: AlertStatus
     category: Literal["delay", "stock"]

@@ -17,6 +17,7 @@ from typing import Any
 import faust
 import orjson
 import structlog
+from faust.types import TableT
 
 from delaywatch.config.settings import Settings
 from delaywatch.config.thresholds import Thresholds
@@ -43,7 +44,7 @@ log = structlog.get_logger("delaywatch.agents")
 class PartitionEngines:
     """In-memory engines per partition, rebuilt from a table after a rebalance."""
 
-    def __init__(self, kind: str, table: faust.TableT, clocks: faust.TableT, n: int,
+    def __init__(self, kind: str, table: TableT, clocks: TableT, n: int,
                  factory: Callable[[int], Any]) -> None:
         self.kind, self.table, self.clocks, self.n, self.factory = kind, table, clocks, n, factory
         self.parts: dict[int, Any] = {}
@@ -88,7 +89,7 @@ def source_of(msg: Any) -> SourceRef:
                      timestamp_ms=int(msg.timestamp * 1000) if msg.timestamp else None, key=key)
 
 
-def _put(table: faust.TableT, partition: int, key: str, value: bytes | None) -> None:
+def _put(table: TableT, partition: int, key: str, value: bytes | None) -> None:
     # Same effect as ``table[key] = value`` inside an agent, with the changelog partition
     # given instead of taken from the current event (memory store; see docs).
     if value is None:
@@ -118,12 +119,12 @@ class Agents:
             app.timer(interval=max(0.5, idle / 2), name="advance_idle_watermarks")(
                 self._make_idle_advance(idle))
 
-        @app.on_partitions_revoked.connect
+        @app.on_partitions_revoked.connect  # type: ignore[arg-type]
         async def _revoked(app: faust.App, revoked: Any, **_: Any) -> None:
             self.shipments.reset()
             self.stock.reset()
 
-        @app.on_partitions_assigned.connect
+        @app.on_partitions_assigned.connect  # type: ignore[arg-type]
         async def _assigned(app: faust.App, assigned: Any, **_: Any) -> None:
             self.shipments.reset()
             self.stock.reset()

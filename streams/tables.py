@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import faust
+from faust.types import TableT
 
 from delaywatch.config.settings import Settings
 
@@ -19,16 +20,16 @@ __all__ = ["Tables", "define_tables"]
 
 @dataclass(frozen=True)
 class Tables:
-    shipments: faust.TableT
-    stock: faust.TableT
-    clocks: faust.TableT
+    shipments: TableT
+    stock: TableT
+    clocks: TableT
 
 
 def define_tables(app: faust.App, settings: Settings) -> Tables:
     n = settings.topics.partitions
 
-    def table(name: str) -> faust.TableT:
-        schema = faust.Schema(key_type=str, value_type=bytes, key_serializer="raw",
+    def table(name: str) -> TableT:
+        schema: faust.Schema = faust.Schema(key_type=str, value_type=bytes, key_serializer="raw",
                               value_serializer="raw")
         return app.Table(name, default=None, partitions=n, schema=schema)
 

@@ -70,7 +70,8 @@ def expected_key(role: str, event: BaseModel) -> str:
     if role == "inventory":
         assert isinstance(event, InventoryEvent)
         return event.stock_key
-    return event.order_id  # type: ignore[attr-defined, no-any-return]
+    order_id: str = event.order_id  # type: ignore[attr-defined]
+    return order_id
 
 
 def decode(role: str, raw: bytes | None, key: str | bytes | None) -> BaseModel:

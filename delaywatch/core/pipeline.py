@@ -59,8 +59,8 @@ def dead_letter(
     except UnicodeDecodeError:
         payload, encoding = base64.b64encode(raw).decode("ascii"), "base64"
     return DeadLetter(
-        reason=reason, error=error[:2000], stage=stage,  # type: ignore[arg-type]
-        source=source, payload=payload, payload_encoding=encoding,  # type: ignore[arg-type]
+        reason=reason, error=error[:2000], stage=stage,
+        source=source, payload=payload, payload_encoding=encoding,
         event_id=event_id, first_failure_at=at, last_failure_at=at,
     )
 
@@ -168,7 +168,8 @@ class Topology:
         order event of a partition would never fire. A live worker never knows its input ended
         (there the idle-advance setting plays this part), so live == replay compares without it.
         """
-        engines = [*(p.engine for p in self.shipments), *(p.engine for p in self.stocks)]
+        engines: list[Engine[Any]] = [*(p.engine for p in self.shipments),
+                                      *(p.engine for p in self.stocks)]
         end = max((c for e in engines for c in e.clocks.values()), default=None)
         if end is None:
             return
