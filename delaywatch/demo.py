@@ -127,7 +127,7 @@ def run_demo(duration: float = 90.0, orders: int = 1000, seed: int = 7,
             _stop(worker)
         ok = worker.returncode in (0, -signal.SIGTERM, None)
 
-    parsed = [Alert.model_validate(a) for a in alerts]
+    parsed = [Alert.model_validate_json(orjson.dumps(a)) for a in alerts]
     q = quality(parsed, truth)
     console.rule("summary")
     console.print(f"records produced: {produced[0]:,} of {len(records):,}")
