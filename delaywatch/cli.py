@@ -35,6 +35,8 @@ def simulate(
     from delaywatch.simulate import write_jsonl
 
     records, facts = run(orders=orders, seed=seed, noise=noise)
+    for path in (out, truth):
+        path.parent.mkdir(parents=True, exist_ok=True)
     write_jsonl(out, records)
     write_jsonl(truth, facts)
     typer.echo(f"wrote {len(records)} records to {out} and {len(facts)} truth rows to {truth}")
