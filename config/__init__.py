@@ -3,6 +3,7 @@
 
 from delaywatch.config.settings import (
     KafkaSettings,
+    ModelSettings,
     Settings,
     TimeSettings,
     TopicSettings,
@@ -20,6 +21,7 @@ __all__ = [
     "DEFAULT_THRESHOLDS_FILE",
     "KafkaSettings",
     "LaneThresholds",
+    "ModelSettings",
     "Settings",
     "StockThresholds",
     "Thresholds",

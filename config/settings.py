@@ -40,7 +40,7 @@ class TimeSettings(BaseModel):
     # How far behind its own stream's clock an event may arrive and still be ordered by its
     # occurred_at; later events are ordered at their arrival (see delaywatch.core.engine).
     allowed_lateness_s: float = Field(1800.0, ge=0)
-    # An event this far ahead of its stream's clock is rejected as impossible.
+    # An event dated this far after its record's own timestamp is rejected as impossible.
     max_future_s: float = Field(3 * 86400.0, gt=0)
     # An event this far behind its stream's clock is rejected: its key's state (and the
     # de-duplication memory) may already be gone, so applying it could alert twice.
@@ -51,6 +51,13 @@ class TimeSettings(BaseModel):
     # Live only: while every input is idle this long (wall clock), let the watermark follow
     # the wall clock so a silent carrier is still noticed. None = off (replay never does it).
     idle_advance_after_s: float | None = None
+
+
+class ModelSettings(BaseModel):
+    # river delay-risk and ETA models next to the rules (one set per partition). Off by
+    # default until they reach issue #4's targets (see README, "Learned models").
+    enabled: bool = False
+    target_precision: float = Field(0.6, gt=0, lt=1)
 
 
 class WorkerSettings(BaseModel):
@@ -70,6 +77,7 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = KafkaSettings()
     topics: TopicSettings = TopicSettings()
     time: TimeSettings = TimeSettings()
+    models: ModelSettings = ModelSettings()
     worker: WorkerSettings = WorkerSettings()
     thresholds_file: Path | None = None
     log_level: str = "INFO"

@@ -13,9 +13,31 @@ from delaywatch.config.settings import Settings
 
 app = typer.Typer(help="delaywatch: event-time delay and stock-mismatch detection.",
                   no_args_is_help=True, add_completion=False)
+import_app = typer.Typer(help="Turn public datasets into the wire contract.", no_args_is_help=True)
 broker_app = typer.Typer(help="Start/stop a local broker (Apache Kafka from Maven jars, or Tansu).",
                          no_args_is_help=True)
 app.add_typer(broker_app, name="broker")
+app.add_typer(import_app, name="import")
+
+
+@import_app.command("olist")
+def import_olist(
+    csv_path: Path = typer.Argument(..., exists=True),
+    out: Path = typer.Option(Path("olist-events.jsonl")),
+    truth: Path = typer.Option(Path("olist-truth.jsonl")),
+) -> None:
+    """Olist orders (purchase, approval, promise, delivery) as orders and carrier-scans."""
+    from delaywatch.olist import import_olist as run
+    from delaywatch.simulate import write_jsonl
+
+    records, facts = run(csv_path)
+    for path in (out, truth):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    write_jsonl(out, records)
+    write_jsonl(truth, facts)
+    late = sum(1 for f in facts if f.get("late"))
+    typer.echo(f"wrote {len(records)} records to {out}, {len(facts)} orders ({late} late) "
+               f"to {truth}")
 
 
 def _settings() -> Settings:
@@ -50,6 +72,7 @@ def replay(
     partitions: int | None = typer.Option(None, help="emulate this many partitions"),
     flush: bool = typer.Option(True, help="at end of input, advance watermarks to the last "
                                "event time (--no-flush = exactly what a live worker emits)"),
+    models: bool | None = typer.Option(None, help="river delay-risk/ETA models (experimental)"),
 ) -> None:
     """Run an events file through the detectors without Kafka."""
     from delaywatch.replay import replay_file
@@ -57,6 +80,8 @@ def replay(
     settings = _settings()
     if partitions:
         settings.topics.partitions = partitions
+    if models is not None:
+        settings.models.enabled = models
     _, summary = replay_file(input, out, settings, truth, flush=flush)
     typer.echo(orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode())
 

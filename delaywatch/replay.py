@@ -21,6 +21,7 @@ import orjson
 from delaywatch.config.settings import Settings
 from delaywatch.config.thresholds import Thresholds, load_thresholds
 from delaywatch.core.pipeline import Topology, partition_for
+from delaywatch.models.risk import ModelEvent, Outcome, Prediction
 from delaywatch.schemas.alerts import Alert, AlertStatus
 from delaywatch.schemas.dlq import DeadLetter, SourceRef
 
@@ -61,9 +62,24 @@ def iter_records(path: Path) -> Iterator[dict[str, Any]]:
 class ReplayResult:
     alerts: list[Alert] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
+    predictions: list[Prediction] = field(default_factory=list)
+    outcomes: dict[str, Outcome] = field(default_factory=dict)
+    model_events: list[ModelEvent] = field(default_factory=list)
     events: int = 0
     duplicates: int = 0
     seconds: float = 0.0
+
+    def add(self, out: Any) -> None:
+        if isinstance(out, Alert):
+            self.alerts.append(out)
+        elif isinstance(out, DeadLetter):
+            self.dead_letters.append(out)
+        elif isinstance(out, Prediction):
+            self.predictions.append(out)
+        elif isinstance(out, Outcome):
+            self.outcomes[out.order_id] = out
+        elif isinstance(out, ModelEvent):
+            self.model_events.append(out)
 
     def summary(self, truth: list[dict[str, Any]] | None = None) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -78,9 +94,31 @@ class ReplayResult:
             "dlq": len(self.dead_letters),
             "dlq_by_reason": dict(sorted(Counter(d.reason for d in self.dead_letters).items())),
         }
+        out["drift_events"] = sum(1 for e in self.model_events if e.kind == "drift")
         if truth is not None:
             out["quality"] = quality(self.alerts, truth)
+            orders = out["quality"]["orders"]
+            out["alerts_per_1000_orders"] = round(1000 * sum(
+                1 for a in self.alerts if a.status == AlertStatus.OPEN and a.category == "delay"
+            ) / orders, 1) if orders else None
+            if self.predictions:
+                out["quality"].update(model_quality(self.predictions_frame()))
         return out
+
+    def predictions_frame(self) -> Any:
+        """One row per scoring, joined to the outcome the stream delivered later."""
+        import pandas as pd
+
+        rows = [{"order_id": p.order_id, "scored_at": p.scored_at, "trigger": p.trigger,
+                 "p_late": p.p_late, "eta_p50": p.eta_p50, "eta_p90": p.eta_p90,
+                 "promised_at": p.promised_at} for p in self.predictions]
+        df = pd.DataFrame(rows)
+        outcome = self.outcomes
+        df["delivered_at"] = [getattr(outcome.get(o), "delivered_at", None) for o in df.order_id]
+        df["late"] = [getattr(outcome.get(o), "late", None) for o in df.order_id]
+        for col in ("scored_at", "eta_p50", "eta_p90", "promised_at", "delivered_at"):
+            df[col] = pd.to_datetime(df[col], unit="s", utc=True)
+        return df
 
 
 def replay(
@@ -101,16 +139,10 @@ def replay(
         source = SourceRef(topic=rec["topic"], partition=partition_for(key or "", topo.n),
                            offset=offset, timestamp_ms=rec.get("ts"), key=key)
         for out in topo.feed(role, key, raw, source):
-            if isinstance(out, Alert):
-                result.alerts.append(out)
-            else:
-                result.dead_letters.append(out)
+            result.add(out)
     if flush:
         for out in topo.flush():
-            if isinstance(out, Alert):
-                result.alerts.append(out)
-            else:
-                result.dead_letters.append(out)
+            result.add(out)
     result.seconds = time.perf_counter() - start
     result.events = topo.stats.events
     result.duplicates = topo.duplicates
@@ -134,6 +166,8 @@ def replay_file(
         with (out_dir / "dlq.jsonl").open("wb") as fh:
             for d in result.dead_letters:
                 fh.write(d.model_dump_json().encode() + b"\n")
+        if result.predictions:
+            result.predictions_frame().to_parquet(out_dir / "predictions.parquet", index=False)
         (out_dir / "summary.json").write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2))
     return result, summary
 
@@ -153,7 +187,7 @@ def load_alerts(path: Path) -> Any:
 # -- quality against the simulator's truth ---------------------------------------------------
 ORDER_RULE_KINDS = ("waybill_missing", "handover_missed", "tracking_stale", "carrier_exception",
                     "stock_shortage")
-OUTCOME_KINDS = ("promise_at_risk", "promise_broken")
+OUTCOME_KINDS = ("promise_at_risk", "promise_broken", "delay_risk")
 
 
 def _ts(value: str | None) -> float | None:
@@ -167,6 +201,37 @@ def _pr(tp: int, alerted: int, positives_hit: int, positives: int) -> dict[str, 
         "alerted": alerted,
         "positives": positives,
     }
+
+
+def model_quality(df: Any) -> dict[str, Any]:
+    """Exact ROC-AUC / PR-AUC (scikit-learn) of p_late on labelled scorings before the
+    promise, at placement (first scoring per order), Brier score; ETA interval coverage."""
+    from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
+
+    lab = df[df["late"].notna() & (df["scored_at"] < df["promised_at"])]
+    out: dict[str, Any] = {"delay_risk": {}, "eta": {}}
+    risk = out["delay_risk"]
+    if lab["late"].nunique() == 2:
+        y = lab["late"].astype(bool)
+        risk["roc_auc"] = round(float(roc_auc_score(y, lab["p_late"])), 4)
+        risk["pr_auc"] = round(float(average_precision_score(y, lab["p_late"])), 4)
+        risk["brier"] = round(float(brier_score_loss(y, lab["p_late"])), 4)
+        first = lab.sort_values("scored_at").groupby("order_id", sort=False).head(1)
+        if first["late"].nunique() == 2:
+            yf = first["late"].astype(bool)
+            risk["roc_auc_at_placement"] = round(float(roc_auc_score(yf, first["p_late"])), 4)
+            risk["pr_auc_at_placement"] = round(
+                float(average_precision_score(yf, first["p_late"])), 4)
+        risk["scorings"] = len(lab)
+        risk["base_rate"] = round(float(y.mean()), 4)
+    done = df[df["delivered_at"].notna() & df["eta_p90"].notna()]
+    if len(done):
+        below90 = done["delivered_at"] <= done["eta_p90"]
+        inside = below90 & (done["delivered_at"] >= done["eta_p50"])
+        out["eta"]["p90_coverage"] = round(float(below90.mean()), 4)
+        out["eta"]["interval_coverage"] = round(float(inside.mean()), 4)
+        out["eta"]["scorings"] = len(done)
+    return out
 
 
 def quality(alerts: list[Alert], truth: list[dict[str, Any]]) -> dict[str, Any]:
@@ -211,15 +276,21 @@ def quality(alerts: list[Alert], truth: list[dict[str, Any]]) -> dict[str, Any]:
     delay["by_kind"] = per_kind
 
     late = [o for o in orders.values() if o.get("late") and not o.get("cancelled")]
-    leads: list[float] = []
-    unannounced = 0
-    for o in late:
-        promised = _ts(o.get("promised_at"))
-        first = min(by_order.get(o["order_id"], {}).values(), default=None)
-        if first is None or promised is None or first >= promised:
-            unannounced += 1
-        else:
-            leads.append((promised - first) / 3600)
+
+    def announced(exclude: tuple[str, ...]) -> tuple[int, list[float]]:
+        unannounced, leads = 0, []
+        for o in late:
+            promised = _ts(o.get("promised_at"))
+            kinds = by_order.get(o["order_id"], {})
+            first = min((t for k, t in kinds.items() if k not in exclude), default=None)
+            if first is None or promised is None or first >= promised:
+                unannounced += 1
+            else:
+                leads.append((promised - first) / 3600)
+        return unannounced, leads
+
+    unannounced, leads = announced(())
+    unannounced_rules, leads_rules = announced(("delay_risk",))
 
     stock_alerted: dict[str, set[str]] = defaultdict(set)
     for a in opened:
@@ -244,5 +315,9 @@ def quality(alerts: list[Alert], truth: list[dict[str, Any]]) -> dict[str, Any]:
         "late_orders": len(late),
         "orders": len(orders),
         "unannounced_late_rate": round(unannounced / len(late), 4) if late else None,
+        "unannounced_late_rate_rules_only": (
+            round(unannounced_rules / len(late), 4) if late else None),
         "median_lead_time_hours": round(statistics.median(leads), 2) if leads else None,
+        "median_lead_time_hours_rules_only": (
+            round(statistics.median(leads_rules), 2) if leads_rules else None),
     }

@@ -18,6 +18,7 @@ def _md_hm(ts: float | None, tz: ZoneInfo) -> str:
 def customer_message(
     kind: str, *, promised_at: float | None, last_scan_at: float | None,
     last_location: str | None, eta: float | None, tz: ZoneInfo, late_h: float | None = None,
+    window: tuple[float, float] | None = None,
 ) -> tuple[str | None, str | None]:
     """(Korean, English) text for the customer, or (None, None) for internal-only alerts."""
     promise = _md_hm(promised_at, tz)
@@ -59,6 +60,14 @@ def customer_message(
             f"Your delivery may arrive after {promise}"
             + (f"; now expected {eta_txt}" if eta_txt else "")
             + ". We will update you if anything changes.",
+        )
+    if kind == "delay_risk" and window is not None:
+        lo, hi = _md_hm(window[0], tz), _md_hm(window[1], tz).split(" ")[1]
+        return (
+            f"배송이 예정({promise})보다 늦어질 수 있습니다. 도착 예정 {lo}–{hi}, "
+            "변동 시 즉시 안내드리겠습니다.",
+            f"Your delivery may be later than promised ({promise}): now expected {lo}–{hi}. "
+            "We will update you if anything changes.",
         )
     if kind == "promise_broken":
         return (

@@ -113,6 +113,7 @@ class Agents:
             "stock", tables.stock, tables.clocks, n,
             lambda p: StockPartition(settings, thresholds, p))
         self.counts: dict[str, int] = {"events": 0, "alerts": 0, "dlq": 0}
+        self.max_future_s = settings.time.max_future_s
         self.last_input = time.monotonic()
         idle = settings.time.idle_advance_after_s
         if idle:
@@ -145,7 +146,9 @@ class Agents:
                        ) -> list[Any]:
                 if role == "stock_notices":
                     return part.on_notice(StockNotice.model_validate_json(value))
-                return part.on_event(role or "", decode(role or "", value, key), source_of(msg))
+                src = source_of(msg)
+                event = decode(role or "", value, key, src.timestamp_ms, self.max_future_s)
+                return part.on_event(role or "", event, src)
 
             await self._process(msg, event.key, event.value, handle)
             self.shipments.write_back(msg.partition)
@@ -157,10 +160,13 @@ class Agents:
             part = self.stock.get(msg.partition)
 
             def handle(part: StockPartition = part, role: str | None = role,
-                       value: Any = event.value, key: Any = event.key) -> list[Any]:
+                       value: Any = event.value, key: Any = event.key, msg: Any = msg
+                       ) -> list[Any]:
                 if role == "order_lines":
                     return part.on_line(orjson.loads(value))
-                return part.on_inventory(decode("inventory", value, key))
+                src = source_of(msg)
+                return part.on_inventory(decode("inventory", value, key, src.timestamp_ms,
+                                                self.max_future_s))
 
             await self._process(msg, event.key, event.value, handle)
             self.stock.write_back(msg.partition)

@@ -74,8 +74,13 @@ def expected_key(role: str, event: BaseModel) -> str:
     return order_id
 
 
-def decode(role: str, raw: bytes | None, key: str | bytes | None) -> BaseModel:
-    """Validate one record of an input topic; raise :class:`DecodeError` with a DLQ reason."""
+def decode(role: str, raw: bytes | None, key: str | bytes | None,
+           received_ms: int | None = None, max_future_s: float = 3 * 86400.0) -> BaseModel:
+    """Validate one record of an input topic; raise :class:`DecodeError` with a DLQ reason.
+
+    ``received_ms`` is the record's own timestamp (Kafka's, or ``ts`` in a file): an event
+    cannot be reported ``max_future_s`` before it happens.
+    """
     if raw is None or raw == b"":
         raise DecodeError("invalid_json", "empty payload (tombstone on an input topic)")
     if len(raw) > MAX_PAYLOAD_BYTES:
@@ -92,6 +97,11 @@ def decode(role: str, raw: bytes | None, key: str | bytes | None) -> BaseModel:
     if not _EARLIEST <= occurred < _LATEST:
         raise DecodeError("impossible_timestamp", f"occurred_at {occurred.isoformat()} is out of "
                           "range", event_id)
+    if received_ms is not None and occurred.timestamp() > received_ms / 1000 + max_future_s:
+        ahead_h = (occurred.timestamp() - received_ms / 1000) / 3600
+        raise DecodeError("impossible_timestamp", f"occurred_at {occurred.isoformat()} is "
+                          f"{ahead_h:.0f} h after the record was sent (limit "
+                          f"{max_future_s / 3600:.0f} h)", event_id)
     if isinstance(key, bytes):
         try:
             key = key.decode("utf-8")

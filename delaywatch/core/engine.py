@@ -119,14 +119,12 @@ class Engine(Generic[S]):
         gating_streams: Sequence[str],
         side_streams: Sequence[str] = (),
         allowed_lateness_s: float = 1800.0,
-        max_future_s: float = 3 * 86400.0,
         max_past_s: float = 2 * 86400.0,
     ) -> None:
         self.logic = logic
         self.gating_streams = tuple(gating_streams)
         self.side_streams = tuple(side_streams)
         self.allowed_lateness_s = allowed_lateness_s
-        self.max_future_s = max_future_s
         self.max_past_s = max_past_s
         self.rank = {s: i for i, s in enumerate((*self.gating_streams, *self.side_streams))}
         self.clocks: dict[str, float] = {}
@@ -162,16 +160,9 @@ class Engine(Generic[S]):
         self, stream: str, key: str, event: Any, event_id: str, occurred_at: float,
         origin: Any = None,
     ) -> list[Any]:
+        # No "too far ahead" check here: a stream with a real gap would reject everything
+        # after it. The edge checks occurred_at against the record's own timestamp.
         clock = self.clocks.get(stream, NEG_INF)
-        if clock > NEG_INF and occurred_at > clock + self.max_future_s:
-            return [
-                Rejected(
-                    "impossible_timestamp",
-                    f"occurred_at is {(occurred_at - clock) / 3600:.1f} h ahead of the "
-                    f"{stream!r} stream clock (limit {self.max_future_s / 3600:.0f} h)",
-                    event_id,
-                )
-            ]
         if clock > NEG_INF and occurred_at < clock - self.max_past_s:
             return [
                 Rejected(

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import orjson
 from aiokafka.partitioner import murmur2
@@ -26,6 +27,7 @@ from delaywatch.core.engine import Engine, Forward, Rejected
 from delaywatch.core.shipment import NOTICES, ORDERS, SCANS, ShipmentLogic
 from delaywatch.core.state import ShipmentState, StockState
 from delaywatch.core.stock import INVENTORY, StockLogic, lines_stream
+from delaywatch.models.risk import ModelEvent, Outcome, Prediction, RiskDetector
 from delaywatch.schemas.alerts import Alert
 from delaywatch.schemas.dlq import DeadLetter, SourceRef
 from delaywatch.schemas.events import StockNotice
@@ -81,14 +83,17 @@ class ShipmentPartition:
 
     def __init__(self, settings: Settings, thresholds: Thresholds, partition: int) -> None:
         self.partition = partition
+        risk = None
+        if settings.models.enabled:
+            risk = RiskDetector(ZoneInfo(thresholds.timezone),
+                                target_precision=settings.models.target_precision)
         self.logic = ShipmentLogic(
             thresholds, partition=partition, stock_partitions=settings.topics.partitions,
-            heartbeat_s=settings.time.heartbeat_s,
+            heartbeat_s=settings.time.heartbeat_s, risk=risk,
         )
         self.engine: Engine[ShipmentState] = Engine(
             self.logic, gating_streams=(ORDERS, SCANS), side_streams=(NOTICES,),
             allowed_lateness_s=settings.time.allowed_lateness_s,
-            max_future_s=settings.time.max_future_s,
             max_past_s=settings.time.max_past_s,
         )
 
@@ -112,7 +117,6 @@ class StockPartition:
             StockLogic(thresholds),
             gating_streams=(INVENTORY, *(lines_stream(q) for q in range(n))),
             allowed_lateness_s=settings.time.allowed_lateness_s,
-            max_future_s=settings.time.max_future_s,
             max_past_s=settings.time.max_past_s,
         )
 
@@ -143,14 +147,16 @@ class Topology:
         self.shipments = [ShipmentPartition(settings, thresholds, p) for p in range(self.n)]
         self.stocks = [StockPartition(settings, thresholds, p) for p in range(self.n)]
         self.stats = TopologyStats()
+        self.max_future_s = settings.time.max_future_s
 
     def feed(
         self, role: str, key: str | None, raw: bytes | None, source: SourceRef
-    ) -> Iterator[Alert | DeadLetter]:
+    ) -> Iterator[Any]:
         """One input record; yields the alerts and dead letters it causes."""
         self.stats.events += 1
         try:
-            event = decode(role, raw, key)
+            event = decode(role, raw, key, received_ms=source.timestamp_ms,
+                           max_future_s=self.max_future_s)
         except DecodeError as exc:
             yield self._dlq(exc.reason, exc.message, "decode", source, raw, exc.event_id)
             return
@@ -161,7 +167,7 @@ class Topology:
             outputs = self.shipments[p].on_event(role, event, source)
         yield from self._route(outputs, source, raw)
 
-    def flush(self) -> Iterator[Alert | DeadLetter]:
+    def flush(self) -> Iterator[Any]:
         """End of input: let every partition's watermark reach the latest event time seen.
 
         A finished file has idle streams by definition; without this, deadlines after the last
@@ -183,11 +189,11 @@ class Topology:
 
     def _route(
         self, outputs: list[Any], source: SourceRef, raw: bytes | None
-    ) -> Iterator[Alert | DeadLetter]:
+    ) -> Iterator[Any]:
         queue = list(outputs)
         while queue:
             out = queue.pop(0)
-            if isinstance(out, Alert):
+            if isinstance(out, Alert | Prediction | Outcome | ModelEvent):
                 yield out
             elif isinstance(out, Rejected):
                 src, payload = rejected_source(out, source, raw)

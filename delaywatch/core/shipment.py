@@ -10,8 +10,9 @@ from delaywatch.core.alerts import Transition, ts_to_dt
 from delaywatch.core.engine import Forward, Rejected
 from delaywatch.core.state import ShipmentState, Stage
 from delaywatch.models.messages import customer_message
+from delaywatch.models.risk import MODEL_NAME, MODEL_VERSION, RiskDetector
 from delaywatch.models.rules import DelayRules, ShipmentDetector, dispatch_deadlines
-from delaywatch.schemas.alerts import Alert, Compensation
+from delaywatch.schemas.alerts import Alert, Compensation, Risk
 from delaywatch.schemas.events import OrderEvent, OrderEventType, ScanEvent, ScanType, StockNotice
 
 __all__ = ["NOTICES", "ORDERS", "SCANS", "ShipmentLogic"]
@@ -46,6 +47,7 @@ class ShipmentLogic:
         stock_partitions: int = 1,
         heartbeat_s: float = 900.0,
         detectors: list[ShipmentDetector] | None = None,
+        risk: RiskDetector | None = None,
     ) -> None:
         self.thresholds = thresholds
         self.tz = ZoneInfo(thresholds.timezone)
@@ -53,7 +55,10 @@ class ShipmentLogic:
         self.stock_partitions = stock_partitions
         self.heartbeat_s = heartbeat_s
         self.rules = DelayRules(thresholds)
+        self.risk = risk
         self.detectors: list[ShipmentDetector] = detectors or [self.rules]
+        if risk is not None:
+            self.detectors = [*self.detectors, risk]
         self.last_heartbeat = -float("inf")
 
     def new_state(self, key: str) -> ShipmentState:
@@ -93,6 +98,7 @@ class ShipmentLogic:
     # -- in event-time order ---------------------------------------------------------------
     def apply(self, s: ShipmentState, stream: str, event: Any, at: float) -> list[Any]:
         pulse = None
+        old_stage = s.stage
         if stream == ORDERS:
             self._apply_order(s, event)
         elif stream == SCANS:
@@ -104,10 +110,25 @@ class ShipmentLogic:
             s.shortages = [*s.shortages, {"warehouse_id": notice.warehouse_id, "sku": notice.sku,
                                           "shortfall": notice.shortfall}][-5:]
             pulse = "stock_shortage"
+        if self.risk is not None:
+            self._learn(s, at, old_stage, event if stream == ORDERS else None)
         return self._evaluate(s, at, pulse)
 
     def on_time(self, s: ShipmentState, at: float) -> list[Any]:
+        if (self.risk is not None and s.promised_at is not None and at >= s.promised_at
+                and s.delivered_at is None and s.cancelled_at is None):
+            self.risk.outcome(s, at, late=True)  # the promise passed without delivery
         return self._evaluate(s, at, None)
+
+    def _learn(self, s: ShipmentState, at: float, old_stage: Stage, order: Any) -> None:
+        assert self.risk is not None
+        self.risk.stage_changed(s, old_stage)
+        if order is not None and order.event_type == OrderEventType.ORDER_PLACED:
+            self.risk.aggregates.record_order(at)
+        if s.cancelled_at is not None:
+            s.scorings = []  # no outcome to learn from
+        elif s.delivered_at is not None and s.promised_at is not None:
+            self.risk.outcome(s, at, late=s.delivered_at > s.promised_at)
 
     def next_due(self, s: ShipmentState, after: float) -> float | None:
         due = [t for d in self.detectors for t in d.deadlines(s) if t > after]
@@ -190,7 +211,11 @@ class ShipmentLogic:
     # -- alerts ------------------------------------------------------------------------------
     def _evaluate(self, s: ShipmentState, at: float, pulse: str | None) -> list[Any]:
         findings = [f for d in self.detectors for f in d.findings(s, at, pulse)]
-        return [self._alert(s, t) for t in s.book.evaluate(s.order_id, findings, at)]
+        out: list[Any] = [self._alert(s, t) for t in s.book.evaluate(s.order_id, findings, at)]
+        if self.risk is not None and self.risk.emitted:
+            out.extend(self.risk.emitted)
+            self.risk.emitted.clear()
+        return out
 
     def _alert(self, s: ShipmentState, t: Transition) -> Alert:
         comp = None
@@ -201,9 +226,17 @@ class ShipmentLogic:
             if rule is not None:
                 comp = Compensation(kind=rule.kind, amount_krw=rule.amount_krw,
                                     reason=f"tier={rule.tier} late>={rule.late_h:g}h")
+        risk = None
+        eta = s.carrier_eta
+        if s.risk is not None:
+            p, lo, hi = s.risk
+            top = self.risk.explain_state(s) if self.risk is not None else []
+            risk = Risk(p_late=round(p, 4), eta_p50=ts_to_dt(lo), eta_p90=ts_to_dt(hi),
+                        model=f"{MODEL_NAME}/v{MODEL_VERSION}", top_features=top)
         ko, en = customer_message(
             t.kind, promised_at=s.promised_at, last_scan_at=s.last_scan_at,
-            last_location=s.last_location, eta=s.carrier_eta, tz=self.tz, late_h=late_h)
+            last_location=s.last_location, eta=eta, tz=self.tz, late_h=late_h,
+            window=(s.risk[1], s.risk[2]) if s.risk is not None else None)
         return Alert(
             alert_id=t.alert_id, status=t.status, category="delay", kind=t.kind,
             key=s.order_id, episode=t.episode, severity=t.severity,
@@ -212,5 +245,5 @@ class ShipmentLogic:
             carrier=s.carrier, stage=s.stage.label,
             promised_at=ts_to_dt(s.promised_at) if s.promised_at else None,
             customer_ref=s.customer_ref, customer_tier=s.customer_tier,
-            message_ko=ko, message_en=en, compensation_suggested=comp,
+            message_ko=ko, message_en=en, compensation_suggested=comp, risk=risk,
         )

@@ -66,6 +66,10 @@ class ShipmentState:
     scans: int = 0
     shortages: list[dict[str, Any]] = field(default_factory=list)
     book: AlertBook = field(default_factory=AlertBook)
+    # learned models (delaywatch.models.risk): stored feature vectors await the outcome
+    scorings: list[Any] = field(default_factory=list)
+    labelled: bool = False
+    risk: tuple[float, float, float] | None = None  # p_late, eta p50, eta p90 (epoch s)
 
     @property
     def finished_at(self) -> float | None:
