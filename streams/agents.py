@@ -12,6 +12,7 @@ import pickle
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import faust
@@ -136,40 +137,35 @@ class Agents:
 
     # -- agents ----------------------------------------------------------------------------
     async def _track_shipments(self, stream: faust.StreamT) -> None:
-        async for event in stream.events():
-            msg = event.message
-            role = self.topics.roles.get(msg.topic)
-            part = self.shipments.get(msg.partition)
-
-            def handle(part: ShipmentPartition = part, role: str | None = role,
-                       value: Any = event.value, key: Any = event.key, msg: Any = msg
-                       ) -> list[Any]:
-                if role == "stock_notices":
-                    return part.on_notice(StockNotice.model_validate_json(value))
-                src = source_of(msg)
-                event = decode(role or "", value, key, src.timestamp_ms, self.max_future_s)
-                return part.on_event(role or "", event, src)
-
-            await self._process(msg, event.key, event.value, handle)
-            self.shipments.write_back(msg.partition)
+        await self._track(stream, self.shipments, self._shipment_record)
 
     async def _track_stock(self, stream: faust.StreamT) -> None:
+        await self._track(stream, self.stock, self._stock_record)
+
+    async def _track(self, stream: faust.StreamT, engines: PartitionEngines,
+                     handle: Callable[[Any, str | None, SourceRef, bytes], list[Any]]) -> None:
         async for event in stream.events():
             msg = event.message
+            part = engines.get(msg.partition)
             role = self.topics.roles.get(msg.topic)
-            part = self.stock.get(msg.partition)
+            source = source_of(msg)
+            await self._process(source, event.value,
+                                partial(handle, part, role, source, event.value))
+            engines.write_back(msg.partition)
 
-            def handle(part: StockPartition = part, role: str | None = role,
-                       value: Any = event.value, key: Any = event.key, msg: Any = msg
-                       ) -> list[Any]:
-                if role == "order_lines":
-                    return part.on_line(orjson.loads(value))
-                src = source_of(msg)
-                return part.on_inventory(decode("inventory", value, key, src.timestamp_ms,
-                                                self.max_future_s))
+    def _shipment_record(self, part: ShipmentPartition, role: str | None, source: SourceRef,
+                         value: bytes) -> list[Any]:
+        if role == "stock_notices":
+            return part.on_notice(StockNotice.model_validate_json(value))
+        event = decode(role or "", value, source.key, source.timestamp_ms, self.max_future_s)
+        return part.on_event(role or "", event, source)
 
-            await self._process(msg, event.key, event.value, handle)
-            self.stock.write_back(msg.partition)
+    def _stock_record(self, part: StockPartition, role: str | None, source: SourceRef,
+                      value: bytes) -> list[Any]:
+        if role == "order_lines":
+            return part.on_line(orjson.loads(value))
+        return part.on_inventory(
+            decode("inventory", value, source.key, source.timestamp_ms, self.max_future_s))
 
     def _make_idle_advance(self, idle_s: float) -> Callable[[], Any]:
         async def advance_idle_watermarks() -> None:
@@ -191,19 +187,18 @@ class Agents:
         return advance_idle_watermarks
 
     # -- shared ----------------------------------------------------------------------------
-    async def _process(self, msg: Any, key: Any, value: Any,
+    async def _process(self, source: SourceRef, value: Any,
                        handle: Callable[[], list[Any]]) -> None:
         self.counts["events"] += 1
         self.last_input = time.monotonic()
-        source = source_of(msg)
         try:
             outputs = handle()
         except DecodeError as exc:
             await self._dlq(exc.reason, exc.message, "decode", source, value, exc.event_id)
             return
         except Exception as exc:  # a bug must not stop the worker or lose the record
-            log.exception("processing_failed", topic=msg.topic, partition=msg.partition,
-                          offset=msg.offset)
+            log.exception("processing_failed", topic=source.topic, partition=source.partition,
+                          offset=source.offset)
             await self._dlq("processing_error", f"{type(exc).__name__}: {exc}", "process",
                             source, value, None)
             return
