@@ -18,6 +18,39 @@ broker_app = typer.Typer(help="Start/stop a local broker (Apache Kafka from Mave
                          no_args_is_help=True)
 app.add_typer(broker_app, name="broker")
 app.add_typer(import_app, name="import")
+dlq_app = typer.Typer(help="Inspect and re-inject dead letters.", no_args_is_help=True)
+app.add_typer(dlq_app, name="dlq")
+
+
+@dlq_app.command("inspect")
+def dlq_inspect(
+    topic: str | None = typer.Option(None, help="default: the configured DLQ topic"),
+    samples: int = typer.Option(2),
+    out: Path | None = typer.Option(None, help="export all records (.csv or .parquet), "
+                                    "payloads masked"),
+) -> None:
+    """Counts by reason/source/stage and masked samples of the dead-letter topic."""
+    from delaywatch.dlq import dlq_frame, summarize
+    from delaywatch.kafka_io import read_all
+
+    settings = _settings()
+    records = [r["value"] for r in read_all(settings, topic or settings.topics.dlq)]
+    typer.echo(json.dumps(summarize(records, samples), indent=2, ensure_ascii=False))
+    if out is not None:
+        df = dlq_frame(records)
+        if out.suffix == ".parquet":
+            df.to_parquet(out, index=False)
+        else:
+            df.to_csv(out, index=False)
+        typer.echo(f"wrote {len(df)} rows to {out}")
+
+
+@dlq_app.command("replay")
+def dlq_replay(reason: str = typer.Option(..., help="e.g. key_mismatch")) -> None:
+    """Re-inject the originals of one reason into their source topics (once per record)."""
+    from delaywatch.dlq import replay_reason
+
+    typer.echo(f"re-injected {replay_reason(_settings(), reason)} records")
 
 
 @import_app.command("olist")
@@ -118,6 +151,26 @@ def produce(
 
     n = produce_file(_settings(), input, speedup=speedup)
     typer.echo(f"produced {n} records")
+
+
+@app.command()
+def notify(
+    sink: str = typer.Option("stdout", help="stdout | file | webhook"),
+    path: Path = typer.Option(Path("alerts-delivered.jsonl"), help="file sink path"),
+    url: str | None = typer.Option(None, help="webhook URL"),
+    store: Path = typer.Option(Path(".notifier/delivered.sqlite"), help="dedupe store"),
+    group: str = typer.Option("delaywatch-notifier"),
+    max_idle: float | None = typer.Option(None, help="exit after this many idle seconds"),
+) -> None:
+    """Reference notifier: deliver each alert once to a sink, retry, dead-letter."""
+    from delaywatch.notify import DeliveredStore, Notifier, file_sink, stdout_sink, webhook_sink
+
+    if sink == "webhook" and not url:
+        raise typer.BadParameter("--url is required for the webhook sink")
+    chosen = {"stdout": stdout_sink, "file": file_sink(path),
+              "webhook": webhook_sink(url or "")}[sink]
+    counts = Notifier(_settings(), chosen, DeliveredStore(store), group=group).run(max_idle)
+    typer.echo(json.dumps(counts), err=True)
 
 
 @app.command()

@@ -59,6 +59,20 @@ def test_bad_records_go_to_dlq_and_change_nothing(kafka, make_settings, threshol
     alerts_text = str(live["alerts"])
     leaked = [s for s in secrets if s in log_text or s in alerts_text]
     assert not leaked, f"PII in worker log or alerts: {leaked[:3]}"
+    # ops tools: inspect agrees with the topic; replay re-injects each original once, and
+    # the copies that fail again are not fed back
+    from delaywatch.dlq import inspect, replay_reason
+
+    summary = inspect(settings, samples=50)
+    assert summary["by_reason"] == dict(reasons)
+    shown = str(summary["samples"])
+    assert not [s for s in pii_strings(records) if s in shown], "PII in DLQ samples for ops"
+    assert replay_reason(settings, "key_mismatch") == 1000
+    assert replay_reason(settings, "key_mismatch") == 0  # idempotent
+    again = wait_for_outputs(settings, worker, len(baseline.alerts),
+                             len(with_bad.dead_letters) + 1000)
+    assert Counter(d["reason"] for d in again["dlq"])["key_mismatch"] == 2000  # still bad keys
+
     print(f"\nbad input live: {n_bad} bad records ({dict(expected_bad)}), "
           f"{len(live['dlq'])} dead letters by reason {dict(reasons)}, worker alive, "
           f"{len(set(alert_signature(live['alerts'])))} alerts identical to the clean run")
