@@ -66,6 +66,9 @@ class WorkerSettings(BaseModel):
     store: str = "memory://"
     # seconds between Faust offset commits
     commit_interval_s: float = 2.0
+    # records per micro-batch and the longest wait to fill one (state is written per batch)
+    batch_size: int = Field(500, ge=1)
+    batch_within_s: float = Field(0.05, gt=0)
     broker_session_timeout_s: float = 30.0
 
 

@@ -29,10 +29,13 @@ from __future__ import annotations
 
 import bisect
 import heapq
+import importlib
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Generic, Protocol, TypeVar
+
+from pydantic import BaseModel
 
 __all__ = [
     "Engine",
@@ -79,6 +82,29 @@ class Pending:
     stream: str = field(compare=False)
     event: Any = field(compare=False)
     origin: Any = field(default=None, compare=False)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled into the changelog with the key's state: a validated event is stored as
+        # its JSON (what the schema dumps: raw PII such as ``customer`` is excluded, and it
+        # is several times smaller and faster than pickling the model object).
+        ev = self.event
+        if isinstance(ev, BaseModel):
+            cls = type(ev)
+            payload: Any = (f"{cls.__module__}:{cls.__qualname__}", ev.model_dump_json())
+        else:
+            payload = (None, ev)
+        return (_restore_pending,
+                (self.eff, self.rank, self.event_id, self.stream, payload, self.origin))
+
+
+def _restore_pending(eff: float, rank: int, event_id: str, stream: str,
+                     payload: tuple[str | None, Any], origin: Any) -> Pending:
+    kind, data = payload
+    if kind is not None:
+        module, _, name = kind.partition(":")
+        cls = getattr(importlib.import_module(module), name)
+        data = cls.model_validate_json(data)
+    return Pending(eff, rank, event_id, stream, data, origin)
 
 
 @dataclass(slots=True)
