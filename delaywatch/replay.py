@@ -259,7 +259,10 @@ def quality(alerts: list[Alert], truth: list[dict[str, Any]]) -> dict[str, Any]:
         return bool(o.get("late")) or bool(incident_kinds(o) & set(ORDER_RULE_KINDS))
 
     per_kind: dict[str, Any] = {}
+    present = {a.kind for a in opened}
     for kind in (*ORDER_RULE_KINDS, *OUTCOME_KINDS):
+        if kind == "delay_risk" and kind not in present:
+            continue  # models off
         alerted = [oid for oid, ks in by_order.items() if kind in ks]
         if kind in OUTCOME_KINDS:
             pos = {oid for oid, o in orders.items() if o.get("late")}
@@ -318,6 +321,9 @@ def quality(alerts: list[Alert], truth: list[dict[str, Any]]) -> dict[str, Any]:
         "unannounced_late_rate_rules_only": (
             round(unannounced_rules / len(late), 4) if late else None),
         "median_lead_time_hours": round(statistics.median(leads), 2) if leads else None,
+        # how early: share of late orders announced at least 24 h before their promise
+        "late_announced_24h_ahead_rate": (
+            round(sum(1 for h in leads if h >= 24) / len(late), 4) if late else None),
         "median_lead_time_hours_rules_only": (
             round(statistics.median(leads_rules), 2) if leads_rules else None),
     }
