@@ -29,9 +29,10 @@ def define_tables(app: faust.App, settings: Settings) -> Tables:
     n = settings.topics.partitions
 
     def table(name: str) -> TableT:
-        schema: faust.Schema = faust.Schema(key_type=str, value_type=bytes, key_serializer="raw",
-                              value_serializer="raw")
-        return app.Table(name, default=None, partitions=n, schema=schema)
+        # value_type=bytes is what makes Faust use the raw codec for the changelog (a
+        # ``schema=`` argument is ignored for that, and pickles then fail JSON decoding
+        # during recovery); keys are JSON strings.
+        return app.Table(name, default=None, partitions=n, key_type=str, value_type=bytes)
 
     return Tables(
         shipments=table("shipment-state"),

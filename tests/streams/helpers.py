@@ -16,7 +16,8 @@ def alert_signature(alerts: list[dict[str, Any]]) -> Counter[tuple[str, str, str
 
 def wait_for_outputs(settings: Settings, worker: Any, expected_alerts: int, expected_dlq: int,
                      timeout_s: float = 240.0, settle_s: float = 6.0) -> dict[str, list]:
-    """Poll the output topics until they hold at least the expected counts and stop growing."""
+    """Poll the output topics until they hold at least the expected number of distinct
+    alerts and dead letters, and stop growing."""
     t = settings.topics
     deadline = time.monotonic() + timeout_s
     last: tuple[int, int] | None = None
@@ -28,7 +29,10 @@ def wait_for_outputs(settings: Settings, worker: Any, expected_alerts: int, expe
             r["value"] for r in read_all(settings, t.alerts_stock)]
         dlq = [r["value"] for r in read_all(settings, t.dlq)]
         out = {"alerts": alerts, "dlq": dlq}
-        now = (len(alerts), len(dlq))
+        # distinct: after a crash, at-least-once re-sends some records with the same identity
+        now = (len(alert_signature(alerts)),
+               len({(d["source"]["topic"], d["source"]["partition"], d["source"]["offset"],
+                     d["reason"]) for d in dlq}))
         if now != last:
             last, stable_since = now, time.monotonic()
         elif (now[0] >= expected_alerts and now[1] >= expected_dlq
