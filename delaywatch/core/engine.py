@@ -114,7 +114,6 @@ class KeyState(Generic[S]):
     pending: list[Pending] = field(default_factory=list)
     seen: dict[str, float] = field(default_factory=dict)  # event_id -> occurred_at
     due: float | None = None  # next deadline the logic asked for
-    last_at: float = NEG_INF  # effective time of the last thing applied
 
 
 class KeyedLogic(Protocol[S]):
@@ -289,7 +288,6 @@ class Engine(Generic[S]):
             else:
                 outputs.extend(logic.on_time(ks.data, next_due))
                 ks.due = logic.next_due(ks.data, at)
-            ks.last_at = at
         self.dirty.add(ks.key)
         return outputs
 

@@ -135,7 +135,6 @@ class StockPartition:
 @dataclass
 class TopologyStats:
     events: int = 0
-    duplicates: int = 0
     dlq_by_reason: dict[str, int] = field(default_factory=dict)
 
 
