@@ -202,6 +202,7 @@ class Prediction:
     eta_p50: float | None
     eta_p90: float | None
     promised_at: float | None
+    x: dict[str, float] | None = None  # the feature vector, when asked for (keep_features)
 
 
 @dataclass(slots=True)
@@ -236,6 +237,7 @@ class RiskDetector:
     drift_events: int = 0
     kinds: tuple[str, ...] = ("delay_risk",)
     emitted: list[Any] = field(default_factory=list)  # predictions/drift events to hand out
+    keep_features: bool = False  # put each scoring's features on its Prediction (analysis)
 
     def __post_init__(self) -> None:
         self.threshold.target = self.target_precision
@@ -256,7 +258,8 @@ class RiskDetector:
         trigger = s.last_scan_type if s.scans else ("paid" if s.paid_at else "placed")
         self._keep(s, Scoring(at, x, p, trigger or "update"))
         self.emitted.append(Prediction(s.order_id, at, trigger or "update", p, at + lo * H,
-                                       at + hi * H, s.promised_at))
+                                       at + hi * H, s.promised_at,
+                                       dict(x) if self.keep_features else None))
         active = p >= self.threshold.value and at < s.promised_at
         return [Finding("delay_risk", active, Severity.HIGH if p >= 0.8 else Severity.MEDIUM,
                         ("model_p_late_above_threshold",),
