@@ -151,8 +151,23 @@ _ORDER_INCIDENTS = (
 )
 CANCEL_RATE = 0.01
 ADDRESS_CHANGE_RATE = 0.015
-SLOW_LANE = ("HANJIN", frozenset({"JEJ", "GWJ"}), 0.30)  # +12..30 h transit
-CONGESTION_RATE = 0.20  # promotion-day orders with +0..10 h at hubs
+# Learnable delay causes: facts known when the order is placed that raise its chance of being
+# late, as real networks have them (issue #4). A model can only warn early about these; the
+# incidents above stay random. Each is drawn per order, so outcomes remain noisy.
+# - slow lanes: a carrier's weak destinations (islands, regions served by a partner)
+SLOW_LANES = {  # (carrier, destination) -> share of parcels with +14..30 h in transit
+    ("HANJIN", "JEJ"): 0.75,
+    ("HANJIN", "GWJ"): 0.60,
+    ("LOTTE", "JEJ"): 0.65,
+    ("LOTTE", "ULS"): 0.50,
+    ("CJ", "JEJ"): 0.35,
+}
+# - hub congestion under promotion load: one carrier's hubs run out of capacity
+CONGESTION = {"LOTTE": (0.40, 10, 24), "CJ": (0.12, 0, 10), "HANJIN": (0.12, 0, 10)}
+# - cut-off rush: paid in the two hours before the 18:00 cut-off, the warehouse may not make
+#   the day's handover; CHA-3 has no evening shift
+CUTOFF_RUSH_FROM = 16  # local hour
+CUTOFF_RUSH = {"ICN-1": 0.10, "PYT-2": 0.20, "CHA-3": 0.60}
 OVERSELL_SHARE = 0.01
 NEGATIVE_SHARE = 0.002
 
@@ -415,11 +430,17 @@ class _Sim:
                     if u < acc:
                         o.incident = kind
                         break
-                carrier, regions, p_slow = SLOW_LANE
-                if o.carrier == carrier and o.region in regions and rnd() < p_slow:
-                    o.slow = self.span(12 * HOUR, 30 * HOUR)
-                if o.promo and rnd() < CONGESTION_RATE:
-                    o.congestion = self.span(0, 10 * HOUR)
+                if o.incident is None and (
+                    CUTOFF_RUSH_FROM * HOUR <= _tod(o.pay) < 18 * HOUR
+                    and rnd() < CUTOFF_RUSH[o.wh]
+                ):
+                    o.incident = "handover_missed"
+                p_slow = SLOW_LANES.get((o.carrier, o.region), 0.0)
+                if p_slow and rnd() < p_slow:
+                    o.slow = self.span(14 * HOUR, 30 * HOUR)
+                p_jam, lo_h, hi_h = CONGESTION[o.carrier]
+                if o.promo and rnd() < p_jam:
+                    o.congestion = self.span(lo_h * HOUR, hi_h * HOUR)
                 for s, q in o.lines:
                     s.demand.append((t0, q))
             self.orders.append(o)

@@ -146,16 +146,18 @@ def test_rates_on_5000_orders(big) -> None:
     orders = _orders(truth)
     n = len(orders)
     late = sum(o["late"] for o in orders) / n
-    assert 0.03 <= late <= 0.12
+    # random incidents (~6 %) plus the learnable causes (slow lanes, congestion on the
+    # promotion day, cut-off rush), measured 19.9 % for seed 7
+    assert 0.12 <= late <= 0.26
     assert 0.004 <= sum(o["cancelled"] for o in orders) / n <= 0.02
     kinds = Counter(i["kind"] for o in orders for i in o["incidents"])
     ranges = {
         "waybill_missing": (0.005, 0.025),
-        "handover_missed": (0.008, 0.04),
+        "handover_missed": (0.02, 0.07),  # incidents + cut-off rush
         "tracking_stale": (0.008, 0.035),
         "carrier_exception": (0.002, 0.02),
         "stock_shortage": (0.0005, 0.03),
-        "transit_slow": (0.02, 0.15),
+        "transit_slow": (0.08, 0.2),  # slow lanes + promotion congestion
     }
     for kind, (lo, hi) in ranges.items():
         assert lo <= kinds[kind] / n <= hi, (kind, kinds[kind])
