@@ -20,6 +20,7 @@ __all__ = ["Aggregates", "order_features"]
 H = 3600.0
 LATE_RATE_ALPHA = 0.03  # weight of each new outcome in a late-rate average
 PRIOR_LATE_RATE = 0.05
+RATE_TAUS = (6 * H, 24 * H, 7 * 24 * H)
 
 
 @dataclass(slots=True)
@@ -28,9 +29,10 @@ class Aggregates:
 
     late_rate: dict[str, float] = field(default_factory=dict)  # "carrier:CJ" -> ewma
     backlog: dict[str, int] = field(default_factory=dict)  # warehouse -> paid, not picked up
-    rate_fast: float = 0.0  # orders, decaying with a 1 h time constant
-    rate_slow: float = 0.0  # orders, decaying with a 24 h time constant
+    # order arrivals, exponentially decayed with time constants of 6 h, 24 h and 7 days
+    rates: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
     rate_at: float | None = None
+    first_at: float | None = None
 
     def scopes(self, s: ShipmentState) -> list[str]:
         return [f"carrier:{s.carrier}", f"lane:{s.origin_region}>{s.destination_region}",
@@ -44,15 +46,29 @@ class Aggregates:
     def record_order(self, at: float) -> None:
         if self.rate_at is not None and at > self.rate_at:
             dt = at - self.rate_at
-            self.rate_fast *= math.exp(-dt / H)
-            self.rate_slow *= math.exp(-dt / (24 * H))
+            self.rates = [r * math.exp(-dt / tau)
+                          for r, tau in zip(self.rates, RATE_TAUS, strict=True)]
+        if self.first_at is None:
+            self.first_at = at
         self.rate_at = at if self.rate_at is None else max(self.rate_at, at)
-        self.rate_fast += 1.0
-        self.rate_slow += 1.0
+        self.rates = [r + 1.0 for r in self.rates]
+
+    def _rate(self, i: int) -> float:
+        """Orders per hour over time constant ``RATE_TAUS[i]``, corrected for a stream that
+        started less than that long ago (else every start would look like a lull)."""
+        if self.rate_at is None or self.first_at is None:
+            return 0.0
+        tau = RATE_TAUS[i]
+        seen = max(self.rate_at - self.first_at, H)
+        return self.rates[i] / (tau * (1.0 - math.exp(-seen / tau))) * H
 
     def load_ratio(self) -> float:
-        """Order rate of the last hour against the last day's hourly average (1 = normal)."""
-        return self.rate_fast / max(self.rate_slow / 24.0, 1.0)
+        """Orders of the last 6 h against the last week's rate (1 = normal, 3 = promotion)."""
+        return self._rate(0) / max(self._rate(2), 1e-9) if self.rates[2] else 1.0
+
+    def load_ratio_day(self) -> float:
+        """Orders of the last 24 h against the last week's rate: no time-of-day swing."""
+        return self._rate(1) / max(self._rate(2), 1e-9) if self.rates[2] else 1.0
 
     def backlog_change(self, warehouse: str | None, delta: int) -> None:
         if warehouse is not None:
@@ -82,9 +98,14 @@ def order_features(s: ShipmentState, at: float, agg: Aggregates, tz: ZoneInfo
         x["eta_minus_promise_h"] = (s.carrier_eta - s.promised_at) / H
     local = datetime.fromtimestamp(placed, tz)
     x[f"order_hour={local.hour}"] = 1.0
-    x[f"order_weekday={local.weekday()}"] = 1.0
-    if s.paid_at is not None:
-        x[f"paid_hour={datetime.fromtimestamp(s.paid_at, tz).hour}"] = 1.0
+    # a weekday recurs only weekly: as seven one-hots, the first weeks would teach the model
+    # each day's particular events as if they were the weekday's
+    x["weekend"] = 1.0 if local.weekday() >= 5 else 0.0
+    # sites differ in how late in the day they still make the handover: site x hour pairs
+    hour = datetime.fromtimestamp(s.paid_at, tz).hour if s.paid_at is not None else local.hour
+    x[f"paid_hour={hour}"] = 1.0
+    if s.warehouse_id is not None:
+        x[f"warehouse_hour={s.warehouse_id}@{hour}"] = 1.0
     for name, value in (("stage", s.stage.label), ("carrier", s.carrier),
                         ("service", s.service_level), ("warehouse", s.warehouse_id),
                         ("tier", s.customer_tier),
@@ -97,7 +118,11 @@ def order_features(s: ShipmentState, at: float, agg: Aggregates, tz: ZoneInfo
     for scope in agg.scopes(s):
         x[f"late_rate[{scope.split(':')[0]}]"] = agg.late_rate.get(scope, PRIOR_LATE_RATE)
     x["backlog_wh"] = float(agg.backlog.get(s.warehouse_id or "", 0))
-    x["load_ratio"] = agg.load_ratio()
+    load, load_day = agg.load_ratio(), agg.load_ratio_day()
+    x["load_ratio"], x["load_ratio_day"] = load, load_day
+    # load hurts some carriers' hubs more than others': the pair, as an indicator-scaled value
+    if s.carrier is not None:
+        x[f"load_day×carrier={s.carrier}"] = min(load_day, 5.0)
     for key, value in s.attributes.items():
         if isinstance(value, bool):
             x[f"attr.{key}"] = float(value)

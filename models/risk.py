@@ -41,7 +41,7 @@ __all__ = [
 ]
 
 H = 3600.0
-MAX_SCORINGS = 3  # kept per order: the first (at placement) and the latest two
+MAX_SCORINGS = 7  # kept per order: the first of each stage and the latest
 MODEL_NAME = "delay-risk-lr"
 MODEL_VERSION = 1
 
@@ -82,34 +82,70 @@ class OnlineScaler:
         return out
 
 
-class DelayRiskModel:
-    """p(late | features), learned online. river's contract: learn_one / predict_proba_one."""
+def stage_group(x: dict[str, float]) -> str:
+    """The part of the journey a feature vector was taken in. Each group has its own model:
+    what predicts lateness before the warehouse ships is not what predicts it in transit, and
+    a linear model cannot learn that interaction itself."""
+    for key in x:
+        if key.startswith("stage="):
+            return STAGE_GROUPS.get(key[6:], "other")
+    return "other"
 
-    def __init__(self, lr: float = 0.01, l2: float = 1e-4) -> None:
+
+STAGE_GROUPS = {"ordered": "warehouse", "paid": "warehouse", "waybill": "warehouse",
+                "picked_up": "transit", "in_transit": "transit",
+                "out_for_delivery": "last_mile", "delivered": "last_mile"}
+
+
+class _GroupModel:
+    __slots__ = ("clf", "n", "scaler")
+
+    def __init__(self, lr: float, l2: float, intercept_lr: float) -> None:
+        self.scaler = OnlineScaler()
+        # Start at a typical late rate (~8 %) instead of p = 0.5: with delayed, rare labels
+        # the intercept otherwise takes thousands of orders to get there. AdaGrad: each
+        # one-hot feature gets its own step size, so a rare lane learns as fast as a common one.
+        self.clf = linear_model.LogisticRegression(
+            optimizer=optim.AdaGrad(lr), l2=l2, intercept_init=-2.5, intercept_lr=intercept_lr)
+        self.n = 0
+
+
+class DelayRiskModel:
+    """p(late | features), learned online: one StandardScaler|LogisticRegression per stage
+    group (:func:`stage_group`). river's contract: learn_one / predict_proba_one."""
+
+    def __init__(self, lr: float = 0.01, l2: float = 1e-4, intercept_lr: float = 0.01) -> None:
         self.lr = lr
         self.l2 = l2
-        self.scaler = OnlineScaler()
-        # Start at a typical late rate (~8 %) instead of p = 0.5: with delayed, rare labels the
-        # intercept otherwise takes thousands of orders to get there (Brier 0.12 -> 0.08).
-        self.clf = linear_model.LogisticRegression(
-            optimizer=optim.SGD(lr), l2=l2, intercept_init=-2.5, intercept_lr=0.05)
+        self.intercept_lr = intercept_lr
+        self.groups: dict[str, _GroupModel] = {}
         self.n_learned = 0
 
+    def _group(self, x: dict[str, float]) -> _GroupModel:
+        g = stage_group(x)
+        if g not in self.groups:
+            self.groups[g] = _GroupModel(self.lr, self.l2, self.intercept_lr)
+        return self.groups[g]
+
     def learn_one(self, x: dict[str, float], y: bool, w: float = 1.0) -> None:
-        self.scaler.learn_one(x)
-        self.clf.learn_one(self.scaler.transform_one(x), y, w=w)
+        m = self._group(x)
+        m.scaler.learn_one(x)
+        m.clf.learn_one(m.scaler.transform_one(x), y, w=w)
+        m.n += 1
         self.n_learned += 1
 
     def predict_proba_one(self, x: dict[str, float]) -> dict[bool, float]:
-        return self.clf.predict_proba_one(self.scaler.transform_one(x))
+        m = self._group(x)
+        return m.clf.predict_proba_one(m.scaler.transform_one(x))
 
     def p_late(self, x: dict[str, float]) -> float:
         return float(self.predict_proba_one(x).get(True, 0.0))
 
     def contributions(self, x: dict[str, float], top: int = 3) -> list[tuple[str, float]]:
         """Features pushing p(late) up the most: weight x standardised value."""
-        scaled = self.scaler.transform_one(x)
-        parts = [(k, self.clf.weights.get(k, 0.0) * v) for k, v in scaled.items()]
+        m = self._group(x)
+        scaled = m.scaler.transform_one(x)
+        parts = [(k, m.clf.weights.get(k, 0.0) * v) for k, v in scaled.items()]
         return sorted((p for p in parts if p[1] > 0), key=lambda p: -p[1])[:top]
 
 
@@ -118,17 +154,22 @@ class EtaModel:
     residuals per stage (split-conformal style), so p90 is calibrated by construction
     rather than by how fast a quantile loss converges."""
 
-    def __init__(self, lr: float = 0.01) -> None:
+    def __init__(self, lr: float = 0.01, window: int = 1000) -> None:
         self.lr = lr
+        self.window = window
         self.scaler = OnlineScaler()
         self.reg = linear_model.LinearRegression(optimizer=optim.SGD(lr), intercept_lr=0.05)
-        self.residuals: dict[str, tuple[stats.Quantile, stats.Quantile]] = {}
+        # recent residuals only: the regression improves as it learns, and quantiles of its
+        # early (larger) errors would keep the window too wide for good
+        self.residuals: dict[str, tuple[stats.RollingQuantile, stats.RollingQuantile]] = {}
         self.n_learned = 0
 
-    def _res(self, x: dict[str, float]) -> tuple[stats.Quantile, stats.Quantile]:
+    def _res(self, x: dict[str, float]
+             ) -> tuple[stats.RollingQuantile, stats.RollingQuantile]:
         stage = next((k for k in x if k.startswith("stage=")), "stage=?")
         if stage not in self.residuals:
-            self.residuals[stage] = (stats.Quantile(0.5), stats.Quantile(0.9))
+            self.residuals[stage] = (stats.RollingQuantile(0.5, window_size=self.window),
+                                     stats.RollingQuantile(0.9, window_size=self.window))
         return self.residuals[stage]
 
     def learn_one(self, x: dict[str, float], remaining_h: float, w: float = 1.0) -> None:
@@ -154,33 +195,72 @@ class EtaModel:
 
 @dataclass(slots=True)
 class PrecisionThreshold:
-    """Lowest threshold (on a grid) whose precision over labelled orders >= target."""
+    """Lowest threshold (on a grid) whose precision over recently labelled orders holds the
+    target; ``inf`` (no alerts) while warming up or when no threshold holds it.
+
+    An order counts as alerted at ``t`` when its highest p(late) before the promise reached
+    ``t``. Counts are kept per grid bin and decay with a half-life of ``half_life`` labels, so
+    the threshold follows the model as it learns. Precision must hold at the lower end of a
+    Wilson interval, and a threshold is only chosen where its own bin has seen orders (a
+    model whose scores so far were either ~0.08 or ~0.95 says nothing about orders scored
+    0.3) and where that bin's own precision is at least half the target.
+    """
 
     target: float = 0.6
-    min_labels: int = 200
-    grid: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(2, 20))
-    alerted: list[int] = field(default_factory=list)  # per grid point: orders with max p >= t
-    hits: list[int] = field(default_factory=list)  # ... of which late
+    min_labels: int = 500
+    min_bin: float = 10.0
+    z: float = 1.64  # lower end of a 90 % Wilson interval
+    half_life: float = 2000.0
+    step: float = 0.05
+    alerted: list[float] = field(default_factory=list)  # per bin [t, t + step): orders
+    hits: list[float] = field(default_factory=list)  # ... of which late
     labels: int = 0
 
     def record(self, max_p: float, late: bool) -> None:
+        bins = round(1 / self.step)
         if not self.alerted:
-            self.alerted = [0] * len(self.grid)
-            self.hits = [0] * len(self.grid)
+            self.alerted = [0.0] * bins
+            self.hits = [0.0] * bins
         self.labels += 1
-        for i, t in enumerate(self.grid):
-            if max_p >= t:
-                self.alerted[i] += 1
-                self.hits[i] += int(late)
+        keep = 0.5 ** (1.0 / self.half_life)
+        self.alerted = [a * keep for a in self.alerted]
+        self.hits = [h * keep for h in self.hits]
+        i = min(int(max_p / self.step), bins - 1)
+        self.alerted[i] += 1.0
+        self.hits[i] += float(late)
 
     @property
     def value(self) -> float:
-        if self.labels < self.min_labels:
+        if self.labels < self.min_labels or not self.alerted:
             return math.inf  # warming up: a model that has not learned yet alerts nobody
-        for i, t in enumerate(self.grid):
-            if self.alerted[i] >= 20 and self.hits[i] / self.alerted[i] >= self.target:
-                return t
-        return self.grid[-1]
+        best = math.inf
+        n = hits = 0.0
+        for i in range(len(self.alerted) - 1, 1, -1):  # from the top bin down to 0.10
+            n += self.alerted[i]
+            hits += self.hits[i]
+            if self.alerted[i] < self.min_bin:
+                continue
+            # the orders just above the threshold must be worth alerting too, not only the
+            # whole set (a few sure cases would otherwise carry hundreds of doubtful ones)
+            if (wilson_lower(hits, n, self.z) < self.target
+                    or self.hits[i] / self.alerted[i] < self.target / 2):
+                break
+            best = round(i * self.step, 2)
+        return best
+
+
+def wilson_lower(hits: float, n: float, z: float) -> float:
+    """Lower bound of the Wilson score interval of a proportion (few alerts, wide interval).
+
+    >>> round(wilson_lower(18, 20, 1.64), 3), round(wilson_lower(900, 1000, 1.64), 3)
+    (0.739, 0.883)
+    """
+    if n <= 0:
+        return 0.0
+    p = hits / n
+    centre = p + z * z / (2 * n)
+    spread = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return (centre - spread) / (1 + z * z / n)
 
 
 @dataclass(slots=True)
@@ -189,6 +269,7 @@ class Scoring:
     x: dict[str, float]
     p: float
     trigger: str
+    stage: int = 0
 
 
 @dataclass(slots=True)
@@ -244,7 +325,7 @@ class RiskDetector:
 
     # -- detector interface --------------------------------------------------------------
     def deadlines(self, s: ShipmentState) -> list[float]:
-        return []
+        return self.due(s)
 
     def findings(self, s: ShipmentState, at: float, pulse: str | None = None) -> list[Finding]:
         done = (s.cancelled_at is not None or s.delivered_at is not None
@@ -255,8 +336,10 @@ class RiskDetector:
         p = self.model.p_late(x)
         lo, hi = self.eta.predict_one(x)
         s.risk = (p, at + lo * H, at + hi * H)
+        if at < s.promised_at:
+            s.max_p = max(s.max_p, p)
         trigger = s.last_scan_type if s.scans else ("paid" if s.paid_at else "placed")
-        self._keep(s, Scoring(at, x, p, trigger or "update"))
+        self._keep(s, Scoring(at, x, p, trigger or "update", int(s.stage)))
         self.emitted.append(Prediction(s.order_id, at, trigger or "update", p, at + lo * H,
                                        at + hi * H, s.promised_at,
                                        dict(x) if self.keep_features else None))
@@ -267,36 +350,67 @@ class RiskDetector:
                                  "drivers": self.explain(x)})]
 
     # -- outcomes -------------------------------------------------------------------------
-    def outcome(self, s: ShipmentState, at: float, late: bool) -> None:
-        """Learn every stored scoring of the order once its outcome is known."""
-        if s.labelled or not s.scorings:
+    def due(self, s: ShipmentState) -> list[float]:
+        """The promise is when the label is settled (see :meth:`settle`)."""
+        if s.scorings and not s.labelled and s.promised_at is not None:
+            return [s.promised_at]
+        return []
+
+    def settle(self, s: ShipmentState, at: float) -> None:
+        """Learn the order's stored scorings once the promise has passed.
+
+        Every order is learned at its promise, also one delivered early: if on-time orders
+        were learned at delivery and late ones at the promise or later, the labels of any
+        moment would mix on-time orders of yesterday with late orders of the day before, and
+        a model would learn the difference between the days (a promotion, a weekday) as the
+        difference between on time and late. On these streams that bias alone pushed ROC-AUC
+        below 0.5.
+        """
+        if s.labelled or not s.scorings or s.promised_at is None or at < s.promised_at:
             return
+        late = s.delivered_at is None or s.delivered_at > s.promised_at
         s.labelled = True
         w = 1.0 / len(s.scorings)
-        max_p = 0.0
         for sc in s.scorings:
-            if sc.at < (s.promised_at or math.inf):
-                max_p = max(max_p, sc.p)
             self.model.learn_one(sc.x, late, w=w)
-            if s.delivered_at is not None:
-                self.eta.learn_one(sc.x, (s.delivered_at - sc.at) / H, w=w)
             # ADWIN on the log-loss stream: a lasting change in how wrong the model is
             self.drift_risk.update(-math.log(max(sc.p if late else 1 - sc.p, 1e-6)))
             if self.drift_risk.drift_detected:
-                self.drift_events += 1
-                self.emitted.append(ModelEvent("drift", at, {
-                    "model": MODEL_NAME, "mean_log_loss": round(self.drift_risk.estimation, 4),
-                    "learned": self.model.n_learned}))
-        self.emitted.append(Outcome(s.order_id, s.delivered_at, late))
-        self.threshold.record(max_p, late)
+                self._drift(at)
+        self.threshold.record(s.max_p, late)
         self.aggregates.record_outcome(s, late)
-        s.scorings = []
+        self.emitted.append(Outcome(s.order_id, s.delivered_at, late))
+        if s.delivered_at is not None:
+            s.scorings = []
+
+    def delivered(self, s: ShipmentState, at: float) -> None:
+        """The ETA model learns remaining time at delivery (its label needs no promise)."""
+        if s.delivered_at is None or not s.scorings or s.eta_learned:
+            return
+        s.eta_learned = True
+        w = 1.0 / len(s.scorings)
+        for sc in s.scorings:
+            self.eta.learn_one(sc.x, (s.delivered_at - sc.at) / H, w=w)
+        if s.labelled:  # delivered after the promise: the label was learned then
+            self.emitted.append(Outcome(s.order_id, s.delivered_at, True))
+            s.scorings = []
+
+    def _drift(self, at: float) -> None:
+        self.drift_events += 1
+        self.emitted.append(ModelEvent("drift", at, {
+            "model": MODEL_NAME, "mean_log_loss": round(self.drift_risk.estimation, 4),
+            "learned": self.model.n_learned}))
 
     def _keep(self, s: ShipmentState, sc: Scoring) -> None:
-        if len(s.scorings) < MAX_SCORINGS:
-            s.scorings.append(sc)
-        else:  # keep the first (at placement) and the most recent ones
-            s.scorings = [s.scorings[0], *s.scorings[2:], sc]
+        """Keep the first scoring of each stage (so every stage's model and ETA residuals
+        learn) and the latest one; at most MAX_SCORINGS."""
+        kept = s.scorings
+        if len(kept) >= 2 and kept[-1].stage == kept[-2].stage == sc.stage:
+            kept[-1] = sc  # a newer latest of the current stage
+        else:
+            kept.append(sc)
+        if len(kept) > MAX_SCORINGS:
+            del kept[-2]  # the previous latest (each stage's first stays)
 
     def explain(self, x: dict[str, float]) -> list[str]:
         words = []

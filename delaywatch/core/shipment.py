@@ -115,9 +115,8 @@ class ShipmentLogic:
         return self._evaluate(s, at, pulse)
 
     def on_time(self, s: ShipmentState, at: float) -> list[Any]:
-        if (self.risk is not None and s.promised_at is not None and at >= s.promised_at
-                and s.delivered_at is None and s.cancelled_at is None):
-            self.risk.outcome(s, at, late=True)  # the promise passed without delivery
+        if self.risk is not None and s.cancelled_at is None:
+            self.risk.settle(s, at)  # the promise passed: the label is known
         return self._evaluate(s, at, None)
 
     def _learn(self, s: ShipmentState, at: float, old_stage: Stage, order: Any) -> None:
@@ -127,8 +126,8 @@ class ShipmentLogic:
             self.risk.aggregates.record_order(at)
         if s.cancelled_at is not None:
             s.scorings = []  # no outcome to learn from
-        elif s.delivered_at is not None and s.promised_at is not None:
-            self.risk.outcome(s, at, late=s.delivered_at > s.promised_at)
+        elif s.delivered_at is not None:
+            self.risk.delivered(s, at)
 
     def next_due(self, s: ShipmentState, after: float) -> float | None:
         due = [t for d in self.detectors for t in d.deadlines(s) if t > after]
