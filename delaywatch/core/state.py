@@ -12,7 +12,7 @@ from typing import Any
 
 from delaywatch.core.alerts import AlertBook
 
-__all__ = ["ShipmentState", "Stage", "StockState"]
+__all__ = ["ShipmentState", "Stage", "StockHistory", "StockState"]
 
 
 class Stage(IntEnum):
@@ -68,12 +68,37 @@ class ShipmentState:
     book: AlertBook = field(default_factory=AlertBook)
     # learned models (delaywatch.models.risk): stored feature vectors await the outcome
     scorings: list[Any] = field(default_factory=list)
-    labelled: bool = False
+    labelled: bool = False  # the delay label was learned (at the promise)
+    eta_learned: bool = False  # the ETA model learned the delivery time
+    max_p: float = 0.0  # highest p(late) before the promise (what a threshold would alert on)
     risk: tuple[float, float, float] | None = None  # p_late, eta p50, eta p90 (epoch s)
 
     @property
     def finished_at(self) -> float | None:
         return self.delivered_at or self.cancelled_at or self.returned_at
+
+
+@dataclass(slots=True)
+class StockHistory:
+    """What the learned stock models (``delaywatch.models.stock_risk``) remember of one key.
+
+    A fixed handful of numbers whatever the key's traffic; decayed sums and EWMAs in event
+    time. ``None`` in :class:`StockState` while the models are off.
+    """
+
+    # anomaly features: the key's own scale
+    move: float | None = None  # EWMA units per flow event (picks, reservations, adjustments)
+    oms_gap: float = 0.0  # OMS count - WMS ledger at the last OMS snapshot
+    churn_at: float | None = None
+    reserved: float = 0.0  # decayed units reserved / released (reservation churn)
+    released: float = 0.0
+    anomaly: dict[str, Any] | None = None  # the latest event scored above the threshold
+    # stock-out forecast
+    demand_since: float | None = None
+    demand_at: float | None = None
+    demand: float = 0.0  # decayed units of new demand (rate = demand / tau)
+    receipt_at: float | None = None
+    receipt_every_h: float | None = None  # EWMA hours between receipts
 
 
 @dataclass(slots=True)
@@ -89,3 +114,4 @@ class StockState:
     demand: dict[str, int] = field(default_factory=dict)  # open (not yet picked) per order
     notified: list[str] = field(default_factory=list)  # orders told they are short
     book: AlertBook = field(default_factory=AlertBook)
+    history: StockHistory | None = None  # learned models only (issue #4)

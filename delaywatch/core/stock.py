@@ -9,6 +9,7 @@ from delaywatch.core.alerts import Transition, ts_to_dt
 from delaywatch.core.engine import Forward
 from delaywatch.core.state import StockState
 from delaywatch.models.rules import StockRules
+from delaywatch.models.stock_risk import StockModels
 from delaywatch.schemas.alerts import Alert
 from delaywatch.schemas.events import InventoryEvent, InventoryEventType
 
@@ -29,8 +30,9 @@ OrderLineMsg = dict[str, Any]  # {"kind": "line"|"release", order_id, warehouse_
 class StockLogic:
     """Keyed logic for the stock table (key = warehouse_id:sku) of one partition."""
 
-    def __init__(self, thresholds: Thresholds) -> None:
+    def __init__(self, thresholds: Thresholds, models: StockModels | None = None) -> None:
         self.rules = StockRules(thresholds)
+        self.models = models  # learned detectors (issue #4): None = rules only
 
     def new_state(self, key: str) -> StockState:
         warehouse, _, sku = key.partition(":")
@@ -40,6 +42,9 @@ class StockLogic:
         return []
 
     def apply(self, s: StockState, stream: str, event: Any, at: float) -> list[Any]:
+        models = self.models
+        if models is not None:
+            models.learn_one(s, event, at)  # sees the ledger the event arrives at
         if stream == INVENTORY:
             self._apply_inventory(s, event)
         else:
@@ -51,6 +56,8 @@ class StockLogic:
                 s.demand.pop(line["order_id"], None)
         out: list[Any] = []
         findings = self.rules.findings(s, at)
+        if models is not None:
+            findings += models.findings(s, at)
         out.extend(self._alert(s, t) for t in s.book.evaluate(s.key, findings, at))
         out.extend(self._notices(s, at))
         return out
