@@ -16,11 +16,13 @@ in replay, so results are reproducible; checkpointed with the partition's state.
 from __future__ import annotations
 
 import math
+from bisect import bisect_left, insort
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from river import drift, linear_model, optim, stats
+from river import drift, linear_model, optim
 
 from delaywatch.core.alerts import Finding
 from delaywatch.core.state import ShipmentState, Stage
@@ -36,6 +38,7 @@ __all__ = [
     "Outcome",
     "PrecisionThreshold",
     "Prediction",
+    "ResidualWindow",
     "RiskDetector",
     "Scoring",
 ]
@@ -43,22 +46,30 @@ __all__ = [
 H = 3600.0
 MAX_SCORINGS = 7  # kept per order: the first of each stage and the latest
 MODEL_NAME = "delay-risk-lr"
-MODEL_VERSION = 1
+MODEL_VERSION = 3  # bump when features or learning change (checkpoints say which)
 
 
 class OnlineScaler:
-    """Standardises numeric features only (running mean/variance, Welford); one-hot
-    indicators (``name=value``) pass unchanged, so a rare category is not blown up to a huge
-    scaled value that destabilises SGD."""
+    """Standardises numeric features (running mean/variance, Welford) and centres one-hot
+    indicators (``name=value``) by their running frequency, unscaled.
+
+    Centring matters with delayed labels: an indicator present on every order (one carrier,
+    one warehouse) is otherwise a second intercept learning at the full rate, and the
+    model's level then swings with whatever labels arrived last. Not scaling them keeps a
+    rare category from being blown up to a huge value that destabilises SGD.
+    """
 
     def __init__(self) -> None:
         self.n: dict[str, float] = {}
         self.mean: dict[str, float] = {}
         self.m2: dict[str, float] = {}
+        self.seen = 0.0  # vectors learned: the denominator of indicator frequencies
 
     def learn_one(self, x: dict[str, float]) -> None:
+        self.seen += 1.0
         for k, v in x.items():
             if "=" in k:
+                self.n[k] = self.n.get(k, 0.0) + 1.0
                 continue
             n = self.n.get(k, 0.0) + 1.0
             mean = self.mean.get(k, 0.0)
@@ -69,11 +80,12 @@ class OnlineScaler:
 
     def transform_one(self, x: dict[str, float]) -> dict[str, float]:
         out: dict[str, float] = {}
+        seen = self.seen
         for k, v in x.items():
-            if "=" in k:
-                out[k] = v
-                continue
             n = self.n.get(k, 0.0)
+            if "=" in k:
+                out[k] = v - n / seen if seen else v
+                continue
             if n < 2:
                 out[k] = 0.0
                 continue
@@ -114,7 +126,7 @@ class DelayRiskModel:
     """p(late | features), learned online: one StandardScaler|LogisticRegression per stage
     group (:func:`stage_group`). river's contract: learn_one / predict_proba_one."""
 
-    def __init__(self, lr: float = 0.01, l2: float = 1e-4, intercept_lr: float = 0.01) -> None:
+    def __init__(self, lr: float = 0.01, l2: float = 1e-4, intercept_lr: float = 0.001) -> None:
         self.lr = lr
         self.l2 = l2
         self.intercept_lr = intercept_lr
@@ -149,46 +161,79 @@ class DelayRiskModel:
         return sorted((p for p in parts if p[1] > 0), key=lambda p: -p[1])[:top]
 
 
-class EtaModel:
-    """Remaining time to delivery: a regression of log hours plus online quantiles of its
-    residuals per stage (split-conformal style), so p90 is calibrated by construction
-    rather than by how fast a quantile loss converges."""
+class ResidualWindow:
+    """The last ``size`` residuals, sorted, with an adaptive level for the upper quantile.
 
-    def __init__(self, lr: float = 0.01, window: int = 1000) -> None:
+    Adaptive conformal inference (Gibbs & Candes, 2021): each learned residual that falls
+    above the current upper quantile raises the level, each one below lowers it a little, so
+    the share covered converges to ``coverage`` even when the residuals learned are a biased
+    sample (long deliveries are learned later than short ones) or the world shifts.
+    """
+
+    __slots__ = ("coverage", "gamma", "level", "size", "sorted", "window")
+
+    def __init__(self, size: int = 1000, coverage: float = 0.9, gamma: float = 0.005) -> None:
+        self.size = size
+        self.coverage = coverage
+        self.gamma = gamma
+        self.level = coverage
+        self.window: deque[float] = deque()
+        self.sorted: list[float] = []
+
+    def quantile(self, q: float) -> float:
+        if not self.sorted:
+            return 0.0
+        return self.sorted[min(int(q * len(self.sorted)), len(self.sorted) - 1)]
+
+    def upper(self) -> float:
+        return self.quantile(self.level)
+
+    def update(self, residual: float) -> None:
+        if self.sorted:
+            missed = residual > self.upper()
+            self.level += self.gamma * (float(missed) - (1.0 - self.coverage))
+            self.level = min(max(self.level, 0.5), 0.999)
+        self.window.append(residual)
+        insort(self.sorted, residual)
+        if len(self.window) > self.size:
+            old = self.window.popleft()
+            del self.sorted[bisect_left(self.sorted, old)]
+
+
+class EtaModel:
+    """Remaining time to delivery: a regression of log hours plus the median and an adaptive
+    upper quantile of its recent residuals per stage (conformal style), so p90 coverage is
+    held by construction rather than by how fast a quantile loss converges."""
+
+    def __init__(self, lr: float = 0.01, window: int = 1000, coverage: float = 0.9) -> None:
         self.lr = lr
         self.window = window
+        self.coverage = coverage
         self.scaler = OnlineScaler()
         self.reg = linear_model.LinearRegression(optimizer=optim.SGD(lr), intercept_lr=0.05)
-        # recent residuals only: the regression improves as it learns, and quantiles of its
-        # early (larger) errors would keep the window too wide for good
-        self.residuals: dict[str, tuple[stats.RollingQuantile, stats.RollingQuantile]] = {}
+        self.residuals: dict[str, ResidualWindow] = {}
         self.n_learned = 0
 
-    def _res(self, x: dict[str, float]
-             ) -> tuple[stats.RollingQuantile, stats.RollingQuantile]:
+    def _res(self, x: dict[str, float]) -> ResidualWindow:
         stage = next((k for k in x if k.startswith("stage=")), "stage=?")
         if stage not in self.residuals:
-            self.residuals[stage] = (stats.RollingQuantile(0.5, window_size=self.window),
-                                     stats.RollingQuantile(0.9, window_size=self.window))
+            self.residuals[stage] = ResidualWindow(self.window, self.coverage)
         return self.residuals[stage]
 
     def learn_one(self, x: dict[str, float], remaining_h: float, w: float = 1.0) -> None:
         y = math.log1p(max(remaining_h, 0.0))
         self.scaler.learn_one(x)
         z = self.scaler.transform_one(x)
-        q50, q90 = self._res(x)
-        residual = y - self.reg.predict_one(z)
-        q50.update(residual)
-        q90.update(residual)
+        self._res(x).update(y - self.reg.predict_one(z))
         self.reg.learn_one(z, y, w=w)
         self.n_learned += 1
 
     def predict_one(self, x: dict[str, float]) -> tuple[float, float]:
         """(p50, p90) remaining hours; p90 >= p50."""
         base = self.reg.predict_one(self.scaler.transform_one(x))
-        q50, q90 = self._res(x)
-        lo = base + (q50.get() or 0.0)
-        hi = base + (q90.get() or 0.0)
+        res = self._res(x)
+        lo = base + res.quantile(0.5)
+        hi = base + res.upper()
         lo_h = math.expm1(max(0.0, min(lo, 8.0)))
         return lo_h, max(lo_h, math.expm1(max(0.0, min(hi, 8.0))))
 
@@ -228,6 +273,11 @@ class PrecisionThreshold:
         i = min(int(max_p / self.step), bins - 1)
         self.alerted[i] += 1.0
         self.hits[i] += float(late)
+
+    def forget(self, keep: float) -> None:
+        """Scale the evidence down (on drift): the threshold follows new labels faster."""
+        self.alerted = [a * keep for a in self.alerted]
+        self.hits = [h * keep for h in self.hits]
 
     @property
     def value(self) -> float:
@@ -314,7 +364,9 @@ class RiskDetector:
     eta: EtaModel = field(default_factory=EtaModel)
     threshold: PrecisionThreshold = field(default_factory=PrecisionThreshold)
     aggregates: Aggregates = field(default_factory=Aggregates)
-    drift_risk: drift.ADWIN = field(default_factory=drift.ADWIN)
+    # one value per settled order (its mean log-loss); a small delta: ops should hear of a
+    # lasting change, not of every noisy day
+    drift_risk: drift.ADWIN = field(default_factory=lambda: drift.ADWIN(delta=1e-4))
     drift_events: int = 0
     kinds: tuple[str, ...] = ("delay_risk",)
     emitted: list[Any] = field(default_factory=list)  # predictions/drift events to hand out
@@ -371,12 +423,14 @@ class RiskDetector:
         late = s.delivered_at is None or s.delivered_at > s.promised_at
         s.labelled = True
         w = 1.0 / len(s.scorings)
+        loss = 0.0
         for sc in s.scorings:
             self.model.learn_one(sc.x, late, w=w)
-            # ADWIN on the log-loss stream: a lasting change in how wrong the model is
-            self.drift_risk.update(-math.log(max(sc.p if late else 1 - sc.p, 1e-6)))
-            if self.drift_risk.drift_detected:
-                self._drift(at)
+            loss -= w * math.log(max(sc.p if late else 1 - sc.p, 1e-6))
+        # ADWIN on the stream of per-order log-loss: a lasting change in how wrong we are
+        self.drift_risk.update(loss)
+        if self.drift_risk.drift_detected:
+            self._drift(at)
         self.threshold.record(s.max_p, late)
         self.aggregates.record_outcome(s, late)
         self.emitted.append(Outcome(s.order_id, s.delivered_at, late))
@@ -396,7 +450,12 @@ class RiskDetector:
             s.scorings = []
 
     def _drift(self, at: float) -> None:
+        """What drift does: the model keeps learning (a reset would forget everything and
+        alert nobody for the next warm-up); the alert threshold forgets most of its evidence,
+        so it is re-estimated from labels after the change rather than before it; and the
+        event goes to the ``delaywatch.model`` topic and the log for whoever runs the model."""
         self.drift_events += 1
+        self.threshold.forget(0.25)
         self.emitted.append(ModelEvent("drift", at, {
             "model": MODEL_NAME, "mean_log_loss": round(self.drift_risk.estimation, 4),
             "learned": self.model.n_learned}))

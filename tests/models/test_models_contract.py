@@ -71,11 +71,13 @@ def test_risk_model_learns_a_simple_rule():
         {"h_to_promise": 30.0, "carrier=A": 1.0})
 
 
-def test_scaler_leaves_indicators_alone():
+def test_scaler_centres_indicators_without_scaling_them():
     sc = OnlineScaler()
-    for v in (1.0, 2.0, 3.0):
-        sc.learn_one({"n": v, "c=x": 1.0})
-    assert sc.transform_one({"n": 2.0, "c=x": 1.0}) == {"n": 0.0, "c=x": 1.0}
+    for v, cat in ((1.0, "c=x"), (2.0, "c=x"), (3.0, "c=x"), (4.0, "c=y")):
+        sc.learn_one({"n": v, cat: 1.0})
+    out = sc.transform_one({"n": 2.5, "c=x": 1.0, "always=on": 1.0})
+    assert out["n"] == 0.0 and out["c=x"] == 0.25  # seen on 3 of 4 vectors
+    assert out["always=on"] == 1.0  # never learned: no frequency yet
 
 
 def test_detector_keeps_first_scoring_of_each_stage_and_the_latest():
