@@ -5,12 +5,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DURATION ?= 90
+OLIST_CSV ?= ../shared/data/olist_classified/olist_classified_public_dataset.csv
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-unit test-broker lint schemas replay-20k bench clean
+.PHONY: help install demo test test-unit test-broker lint schemas replay-20k olist-compare bench clean
 
 help: ## list the targets
-	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -42,6 +43,9 @@ schemas: $(STAMP) ## export the JSON Schemas of every topic to schemas/json
 replay-20k: $(STAMP) ## simulate 20,000 orders (seed 7) and replay them with truth into out/
 	$(BIN)/delaywatch simulate --orders 20000 --seed 7 --out out/events.jsonl --truth out/truth.jsonl
 	$(BIN)/delaywatch replay --input out/events.jsonl --truth out/truth.jsonl --out out/replay
+
+olist-compare: $(STAMP) ## Olist: online model vs batch baseline at placement (OLIST_CSV) into out/
+	$(BIN)/delaywatch eval olist $(OLIST_CSV) --out out/olist-compare.json
 
 clean: ## remove build and run artefacts (keeps .venv)
 	rm -rf out .demo .bench build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -29,6 +29,7 @@ class TopicSettings(BaseModel):
     alerts_delay: str = "alerts.delay"
     alerts_stock: str = "alerts.stock"
     dlq: str = "delaywatch.dlq"
+    model: str = "delaywatch.model"  # model events: drift, checkpoint, restore
     # internal re-keying topics (co-partitioned with the tables that consume them)
     order_lines: str = "delaywatch.order-lines"
     stock_notices: str = "delaywatch.stock-notices"
@@ -58,6 +59,11 @@ class ModelSettings(BaseModel):
     # default until they reach issue #4's targets (see README, "Learned models").
     enabled: bool = False
     target_precision: float = Field(0.6, gt=0, lt=1)
+    # Learned models are checkpointed here (a local file: see delaywatch.models.checkpoint)
+    # and warm-started from it when it exists; `delaywatch train` writes one from history.
+    checkpoint_path: Path | None = None
+    checkpoint_interval_s: float = Field(60.0, gt=0)
+    seed: int = 42
 
 
 class WorkerSettings(BaseModel):

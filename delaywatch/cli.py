@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import orjson
 import typer
@@ -20,6 +21,9 @@ app.add_typer(broker_app, name="broker")
 app.add_typer(import_app, name="import")
 dlq_app = typer.Typer(help="Inspect and re-inject dead letters.", no_args_is_help=True)
 app.add_typer(dlq_app, name="dlq")
+eval_app = typer.Typer(help="Compare the online models with batch baselines.",
+                       no_args_is_help=True)
+app.add_typer(eval_app, name="eval")
 
 
 @dlq_app.command("inspect")
@@ -73,6 +77,32 @@ def import_olist(
                f"to {truth}")
 
 
+@eval_app.command("olist")
+def eval_olist(
+    csv_path: Path = typer.Argument(..., exists=True),
+    out: Path | None = typer.Option(None, help="also write the JSON result to this file"),
+    test_share: float = typer.Option(0.3, help="last share of orders by purchase time"),
+    partitions: int = typer.Option(1, help="online learners (one per partition)"),
+    seed: int = typer.Option(0, help="random_state of the batch models"),
+) -> None:
+    """Olist at placement: online river model vs batch HGB / logistic regression."""
+    from delaywatch.olist_compare import compare_olist
+
+    result = compare_olist(csv_path, test_share=test_share, partitions=partitions, seed=seed)
+    split = result["split"]
+    typer.echo(f"test: last {split['test_orders']} orders by purchase time "
+               f"({split['test_purchase'][0][:10]} .. {split['test_purchase'][1][:10]}), "
+               f"base rate {split['test_base_rate']:.4f}; train {split['train_orders']}")
+    typer.echo(f"{'model':<14}{'ROC-AUC':>9}{'PR-AUC':>9}{'Brier':>9}")
+    for name, m in result["metrics"].items():
+        typer.echo(f"{name:<14}{m['roc_auc']:>9.4f}{m['pr_auc']:>9.4f}{m['brier']:>9.4f}")
+    text = json.dumps(result, indent=2, ensure_ascii=False)
+    if out is not None:  # before printing: a closed pipe (| head) must not lose the file
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text + "\n", encoding="utf-8")
+    typer.echo(text)
+
+
 def _settings() -> Settings:
     return Settings()
 
@@ -84,12 +114,17 @@ def simulate(
     out: Path = typer.Option(Path("events.jsonl"), help="events file (one record per line)"),
     truth: Path = typer.Option(Path("truth.jsonl"), help="what really happened, per order/SKU"),
     noise: bool = typer.Option(True, help="duplicates, out-of-order, late and malformed records"),
+    start: str | None = typer.Option(None, help="first day, e.g. 2026-05-13 (KST); default "
+                                     "2026-05-20 (history for `train` starts earlier)"),
 ) -> None:
     """Simulate OMS/WMS/TMS streams with injected incidents and noise."""
-    from delaywatch.simulate import simulate as run
-    from delaywatch.simulate import write_jsonl
+    from datetime import datetime
 
-    records, facts = run(orders=orders, seed=seed, noise=noise)
+    from delaywatch.simulate import KST, write_jsonl
+    from delaywatch.simulate import simulate as run
+
+    first = datetime.fromisoformat(start).replace(tzinfo=KST) if start else None
+    records, facts = run(orders=orders, seed=seed, noise=noise, start=first)
     for path in (out, truth):
         path.parent.mkdir(parents=True, exist_ok=True)
     write_jsonl(out, records)
@@ -105,7 +140,9 @@ def replay(
     partitions: int | None = typer.Option(None, help="emulate this many partitions"),
     flush: bool = typer.Option(True, help="at end of input, advance watermarks to the last "
                                "event time (--no-flush = exactly what a live worker emits)"),
-    models: bool | None = typer.Option(None, help="river delay-risk/ETA models (experimental)"),
+    models: bool | None = typer.Option(None, help="learned models next to the rules"),
+    models_from: Path | None = typer.Option(
+        None, exists=True, help="warm-start the models from this checkpoint (implies --models)"),
 ) -> None:
     """Run an events file through the detectors without Kafka."""
     from delaywatch.replay import replay_file
@@ -115,8 +152,41 @@ def replay(
         settings.topics.partitions = partitions
     if models is not None:
         settings.models.enabled = models
+    if models_from is not None:
+        settings.models.enabled = True
+        settings.models.checkpoint_path = models_from
     _, summary = replay_file(input, out, settings, truth, flush=flush)
     typer.echo(orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode())
+
+
+@app.command()
+def train(
+    input: Path = typer.Option(..., "--input", "-i", exists=True),
+    checkpoint: Path = typer.Option(Path("models.ckpt"), help="where to write the models"),
+    partitions: int | None = typer.Option(None, help="emulate this many partitions"),
+) -> None:
+    """Warm the learned models on history, through the replay path; a worker (or replay) with
+    DELAYWATCH_MODELS__CHECKPOINT_PATH (--models-from) set to the file starts from them."""
+    from delaywatch.models.checkpoint import ModelSet
+    from delaywatch.replay import replay_file
+
+    settings = _settings()
+    settings.models.enabled = True
+    settings.models.checkpoint_path = None  # from zero
+    if partitions:
+        settings.topics.partitions = partitions
+    result, _ = replay_file(input, None, settings, None, checkpoint_out=checkpoint)
+    learned = ModelSet.loads(checkpoint.read_bytes(), *_fresh_models(settings)).learned()
+    typer.echo(f"trained on {result.events} events in {result.seconds:.1f} s: {learned}; "
+               f"wrote {checkpoint} ({checkpoint.stat().st_size} bytes)")
+
+
+def _fresh_models(settings: Any) -> tuple[Any, Any]:
+    from delaywatch.config.thresholds import load_thresholds
+    from delaywatch.core.pipeline import make_models
+
+    m = make_models(settings, load_thresholds(settings.thresholds_file))
+    return m.risk, m.stock
 
 
 @app.command()

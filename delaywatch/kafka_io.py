@@ -46,7 +46,8 @@ def create_all_topics(settings: Settings) -> None:
     t = settings.topics
     names = [t.orders, t.inventory, t.scans, t.alerts_delay, t.alerts_stock, t.dlq,
              t.order_lines, t.stock_notices]
-    create_topics(settings.kafka.bootstrap_servers, dict.fromkeys(names, t.partitions),
+    create_topics(settings.kafka.bootstrap_servers,
+                  {**dict.fromkeys(names, t.partitions), t.model: 1},
                   replication_factor=t.replication_factor)
 
 

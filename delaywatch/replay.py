@@ -10,7 +10,7 @@ import base64
 import statistics
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -123,11 +123,14 @@ class ReplayResult:
 
 def replay(
     records: Iterable[dict[str, Any]], settings: Settings, thresholds: Thresholds,
-    flush: bool = True,
+    flush: bool = True, configure: Callable[[Topology], None] | None = None,
 ) -> ReplayResult:
     """Feed records in order; with ``flush`` (default) the end of input advances every
-    watermark to the last event time, as a live worker's idle advance would."""
+    watermark to the last event time, as a live worker's idle advance would. ``configure``
+    gets the Topology before the first record (analysis hooks, e.g. ``keep_features``)."""
     topo = Topology(settings, thresholds)
+    if configure is not None:
+        configure(topo)
     result = ReplayResult()
     start = time.perf_counter()
     for offset, rec in enumerate(records):
@@ -151,11 +154,16 @@ def replay(
 
 def replay_file(
     input_path: Path, out_dir: Path | None, settings: Settings | None = None,
-    truth_path: Path | None = None, flush: bool = True,
+    truth_path: Path | None = None, flush: bool = True, checkpoint_out: Path | None = None,
 ) -> tuple[ReplayResult, dict[str, Any]]:
+    """Replay a file; ``checkpoint_out`` saves what the models learned (``delaywatch train``)."""
     settings = settings or Settings()
     thresholds = load_thresholds(settings.thresholds_file)
-    result = replay(iter_records(input_path), settings, thresholds, flush=flush)
+    topologies: list[Topology] = []
+    result = replay(iter_records(input_path), settings, thresholds, flush=flush,
+                    configure=topologies.append)
+    if checkpoint_out is not None:
+        topologies[0].models.save(checkpoint_out)
     truth = list(iter_records(truth_path)) if truth_path else None
     summary = result.summary(truth)
     if out_dir is not None:

@@ -8,6 +8,7 @@ partition and are rebuilt from the tables after every rebalance.
 
 from __future__ import annotations
 
+import os
 import pickle
 import time
 from collections.abc import Callable
@@ -28,9 +29,11 @@ from delaywatch.core.pipeline import (
     ShipmentPartition,
     StockPartition,
     dead_letter,
+    make_models,
     partition_for,
     rejected_source,
 )
+from delaywatch.models.risk import ModelEvent
 from delaywatch.schemas.alerts import Alert
 from delaywatch.schemas.dlq import SourceRef
 from delaywatch.schemas.events import StockNotice
@@ -107,12 +110,27 @@ class Agents:
                  topics: Topics, tables: Tables) -> None:
         self.topics = topics
         n = settings.topics.partitions
+        # one learned model set per worker, warm-started from its checkpoint file
+        self.models = make_models(settings, thresholds)
         self.shipments = PartitionEngines(
             "shipment", tables.shipments, tables.clocks, n,
-            lambda p: ShipmentPartition(settings, thresholds, p))
+            lambda p: ShipmentPartition(settings, thresholds, p, self.models.risk))
         self.stock = PartitionEngines(
             "stock", tables.stock, tables.clocks, n,
-            lambda p: StockPartition(settings, thresholds, p))
+            lambda p: StockPartition(settings, thresholds, p, self.models.stock))
+        self.checkpoint_path = settings.models.checkpoint_path
+        if self.models.risk is not None or self.models.stock is not None:
+            self._model_events: list[ModelEvent] = [self._model_event(
+                "restored" if self.checkpoint_path and self.checkpoint_path.exists()
+                else "cold_start")]
+            log.info("models_ready", **self._model_events[0].detail)
+            if self.checkpoint_path is not None:
+                app.timer(interval=settings.models.checkpoint_interval_s,
+                          name="checkpoint_models")(self._checkpoint)
+
+            @app.task
+            async def _announce_models() -> None:
+                await self._send_model_events()
         self.counts: dict[str, int] = {"events": 0, "alerts": 0, "dlq": 0}
         self.max_future_s = settings.time.max_future_s
         self.batch_size = settings.worker.batch_size
@@ -196,6 +214,29 @@ class Agents:
 
         return advance_idle_watermarks
 
+    # -- models ----------------------------------------------------------------------------
+    def _model_event(self, kind: str, **extra: Any) -> ModelEvent:
+        detail = {"probe_p_late": self.models.probe(), "learned": self.models.learned(),
+                  "checkpoint": str(self.checkpoint_path) if self.checkpoint_path else None,
+                  **extra}
+        return ModelEvent(kind, time.time(), detail)
+
+    async def _checkpoint(self) -> None:
+        """Write the learned models (the event loop runs one coroutine at a time, so no
+        batch is half-applied while they are pickled)."""
+        assert self.checkpoint_path is not None
+        size = self.models.save(self.checkpoint_path)
+        event = self._model_event("checkpoint", bytes=size)
+        log.info("models_checkpointed", **event.detail)
+        self._model_events.append(event)
+        await self._send_model_events()
+
+    async def _send_model_events(self) -> None:
+        while self._model_events:
+            ev = self._model_events.pop(0)
+            await self.topics.model.send(key=ev.kind, value=orjson.dumps(
+                {"kind": ev.kind, "at": ev.at, "worker_pid": os.getpid(), **ev.detail}))
+
     # -- shared ----------------------------------------------------------------------------
     async def _process(self, source: SourceRef, value: Any,
                        handle: Callable[[], list[Any]]) -> None:
@@ -229,6 +270,10 @@ class Agents:
             elif isinstance(out, Rejected):
                 await self._dlq(out.reason, out.error, "process",
                                 *rejected_source(out, source, value), out.event_id)
+            elif isinstance(out, ModelEvent):  # drift: to the model topic and the log
+                log.warning("model_drift", **out.detail)
+                await self.topics.model.send(key=out.kind, value=orjson.dumps(
+                    {"kind": out.kind, "at": out.at, "worker_pid": os.getpid(), **out.detail}))
 
     async def _dlq(self, reason: str, error: str, stage: str, source: SourceRef, raw: Any,
                    event_id: str | None) -> None:

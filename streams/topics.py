@@ -21,6 +21,7 @@ class Topics:
     alerts_delay: faust.TopicT
     alerts_stock: faust.TopicT
     dlq: faust.TopicT
+    model: faust.TopicT  # model events (drift, checkpoint, restore), one partition
     roles: dict[str, str]  # topic name -> role of the record in the core
 
 
@@ -40,6 +41,7 @@ def define_topics(app: faust.App, settings: Settings) -> Topics:
         alerts_delay=topic(t.alerts_delay),
         alerts_stock=topic(t.alerts_stock),
         dlq=topic(t.dlq),
+        model=topic(t.model, partitions=1),
         roles={t.orders: "orders", t.scans: "scans", t.inventory: "inventory",
                t.order_lines: "order_lines", t.stock_notices: "stock_notices"},
     )

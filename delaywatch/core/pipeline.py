@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import math
+import pickle
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -18,6 +19,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import orjson
+import structlog
 from aiokafka.partitioner import murmur2
 
 from delaywatch.config.settings import Settings
@@ -27,7 +29,9 @@ from delaywatch.core.engine import Engine, Forward, Rejected
 from delaywatch.core.shipment import NOTICES, ORDERS, SCANS, ShipmentLogic
 from delaywatch.core.state import ShipmentState, StockState
 from delaywatch.core.stock import INVENTORY, StockLogic, lines_stream
+from delaywatch.models.checkpoint import ModelSet
 from delaywatch.models.risk import ModelEvent, Outcome, Prediction, RiskDetector
+from delaywatch.models.stock_risk import StockAnomaly, StockModels
 from delaywatch.schemas.alerts import Alert
 from delaywatch.schemas.dlq import DeadLetter, SourceRef
 from delaywatch.schemas.events import StockNotice
@@ -38,11 +42,13 @@ __all__ = [
     "StockPartition",
     "Topology",
     "dead_letter",
+    "make_models",
     "partition_for",
     "rejected_source",
 ]
 
 INPUT_ROLES = ("orders", "inventory", "scans")
+log = structlog.get_logger(__name__)
 
 
 @lru_cache(maxsize=262_144)
@@ -81,12 +87,9 @@ def rejected_source(out: Rejected, source: SourceRef, raw: bytes | None
 class ShipmentPartition:
     """Shipment table of one partition: orders + carrier scans (+ stock notices)."""
 
-    def __init__(self, settings: Settings, thresholds: Thresholds, partition: int) -> None:
+    def __init__(self, settings: Settings, thresholds: Thresholds, partition: int,
+                 risk: RiskDetector | None = None) -> None:
         self.partition = partition
-        risk = None
-        if settings.models.enabled:
-            risk = RiskDetector(ZoneInfo(thresholds.timezone),
-                                target_precision=settings.models.target_precision)
         self.logic = ShipmentLogic(
             thresholds, partition=partition, stock_partitions=settings.topics.partitions,
             heartbeat_s=settings.time.heartbeat_s, risk=risk,
@@ -110,11 +113,12 @@ class ShipmentPartition:
 class StockPartition:
     """Stock table of one partition: inventory events + re-keyed order lines."""
 
-    def __init__(self, settings: Settings, thresholds: Thresholds, partition: int) -> None:
+    def __init__(self, settings: Settings, thresholds: Thresholds, partition: int,
+                 models: StockModels | None = None) -> None:
         self.partition = partition
         n = settings.topics.partitions
         self.engine: Engine[StockState] = Engine(
-            StockLogic(thresholds),
+            StockLogic(thresholds, models=models),
             gating_streams=(INVENTORY, *(lines_stream(q) for q in range(n))),
             allowed_lateness_s=settings.time.allowed_lateness_s,
             max_past_s=settings.time.max_past_s,
@@ -132,6 +136,28 @@ class StockPartition:
         return self.engine.ingest(stream, key, msg, msg["event_id"], float(msg["occurred_at"]))
 
 
+def make_models(settings: Settings, thresholds: Thresholds) -> ModelSet:
+    """The learned detectors of a process, shared by all its partitions: one model learns
+    from every order the process sees (per partition, each would see 1/n of them and learn n
+    times slower). With one partition, live and replay learn in the same order. Warm-started
+    from ``settings.models.checkpoint_path`` when that file exists."""
+    if not settings.models.enabled:
+        return ModelSet(None, None)
+    models = ModelSet(
+        RiskDetector(ZoneInfo(thresholds.timezone),
+                     target_precision=settings.models.target_precision),
+        # anomaly score + stock-out forecast next to the stock rules
+        StockModels(StockAnomaly(seed=settings.models.seed)))
+    path = settings.models.checkpoint_path
+    if path is not None:
+        try:
+            models.load(path)
+        except (ValueError, pickle.UnpicklingError, AttributeError, EOFError) as exc:
+            # an old or damaged checkpoint must not stop the worker: learn from zero, loudly
+            log.warning("checkpoint_ignored", path=str(path), error=str(exc))
+    return models
+
+
 @dataclass
 class TopologyStats:
     events: int = 0
@@ -143,8 +169,12 @@ class Topology:
 
     def __init__(self, settings: Settings, thresholds: Thresholds) -> None:
         self.n = settings.topics.partitions
-        self.shipments = [ShipmentPartition(settings, thresholds, p) for p in range(self.n)]
-        self.stocks = [StockPartition(settings, thresholds, p) for p in range(self.n)]
+        self.models = make_models(settings, thresholds)
+        self.risk = self.models.risk
+        self.shipments = [ShipmentPartition(settings, thresholds, p, self.risk)
+                          for p in range(self.n)]
+        self.stocks = [StockPartition(settings, thresholds, p, self.models.stock)
+                       for p in range(self.n)]
         self.stats = TopologyStats()
         self.max_future_s = settings.time.max_future_s
 
