@@ -318,6 +318,12 @@ def quality(alerts: list[Alert], truth: list[dict[str, Any]]) -> dict[str, Any]:
         stock_kinds[kind] = _pr(sum(1 for k in alerted_k if k in pos_k), len(alerted_k),
                                 sum(1 for k in pos_k if kind in stock_alerted.get(k, set())),
                                 len(pos_k))
+    for kind in ("stock_anomaly", "stockout_forecast"):  # learned: right on any incident SKU
+        alerted_k = [k for k, ks in stock_alerted.items() if kind in ks]
+        if alerted_k:
+            hit = sum(1 for k in stock_pos if kind in stock_alerted.get(k, set()))
+            stock_kinds[kind] = _pr(sum(1 for k in alerted_k if k in stock_pos), len(alerted_k),
+                                    hit, len(stock_pos))
     stock["by_kind"] = stock_kinds
 
     return {
