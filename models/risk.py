@@ -19,6 +19,7 @@ import math
 from bisect import bisect_left, insort
 from collections import deque
 from dataclasses import dataclass, field
+from sys import intern
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -464,6 +465,9 @@ class RiskDetector:
         """Keep the first scoring of each stage (so every stage's model and ETA residuals
         learn) and the latest one; at most MAX_SCORINGS."""
         kept = s.scorings
+        # interned names: pickle then stores each name once per order, not once per scoring
+        # (halves the state the stored vectors add)
+        sc.x = {intern(k): v for k, v in sc.x.items()}
         if len(kept) >= 2 and kept[-1].stage == kept[-2].stage == sc.stage:
             kept[-1] = sc  # a newer latest of the current stage
         else:
