@@ -222,8 +222,11 @@ class Agents:
         return ModelEvent(kind, time.time(), detail)
 
     async def _checkpoint(self) -> None:
-        """Write the learned models (the event loop runs one coroutine at a time, so no
-        batch is half-applied while they are pickled)."""
+        """Write the learned models. They are pickled between two events, never inside one
+        (each event is handled synchronously), but possibly between two events of a
+        micro-batch whose table write-back has not run yet (the agent awaits its sends): after
+        a kill -9 such events are processed again and learned twice -- at-least-once, like
+        the outputs."""
         assert self.checkpoint_path is not None
         size = self.models.save(self.checkpoint_path)
         event = self._model_event("checkpoint", bytes=size)
