@@ -47,7 +47,9 @@ __all__ = [
 H = 3600.0
 MAX_SCORINGS = 7  # kept per order: the first of each stage and the latest
 MODEL_NAME = "delay-risk-lr"
-MODEL_VERSION = 3  # bump when features or learning change (checkpoints say which)
+Z_CLIP = 5.0  # standardised values beyond +-5 sd are clipped
+MAX_ETA_LOG_H = math.log1p(30 * 24.0)  # ETAs beyond 30 days are not estimates
+MODEL_VERSION = 4  # bump when features or learning change (checkpoints say which)
 
 
 class OnlineScaler:
@@ -91,7 +93,10 @@ class OnlineScaler:
                 out[k] = 0.0
                 continue
             sd = math.sqrt(self.m2[k] / (n - 1))
-            out[k] = (v - self.mean[k]) / sd if sd > 1e-9 else 0.0
+            z = (v - self.mean[k]) / sd if sd > 1e-9 else 0.0
+            # clipped: a value far outside what was seen (a backlog ten times any before, a
+            # rare flag) must not take one SGD step big enough to wreck the weights
+            out[k] = max(-Z_CLIP, min(Z_CLIP, z))
         return out
 
 
@@ -119,7 +124,8 @@ class _GroupModel:
         # the intercept otherwise takes thousands of orders to get there. AdaGrad: each
         # one-hot feature gets its own step size, so a rare lane learns as fast as a common one.
         self.clf = linear_model.LogisticRegression(
-            optimizer=optim.AdaGrad(lr), l2=l2, intercept_init=-2.5, intercept_lr=intercept_lr)
+            optimizer=optim.AdaGrad(lr), l2=l2, intercept_init=-2.5, intercept_lr=intercept_lr,
+            clip_gradient=1.0)
         self.n = 0
 
 
@@ -211,7 +217,8 @@ class EtaModel:
         self.window = window
         self.coverage = coverage
         self.scaler = OnlineScaler()
-        self.reg = linear_model.LinearRegression(optimizer=optim.SGD(lr), intercept_lr=0.05)
+        self.reg = linear_model.LinearRegression(optimizer=optim.SGD(lr), intercept_lr=0.05,
+                                                 clip_gradient=1.0)
         self.residuals: dict[str, ResidualWindow] = {}
         self.n_learned = 0
 
@@ -235,8 +242,8 @@ class EtaModel:
         res = self._res(x)
         lo = base + res.quantile(0.5)
         hi = base + res.upper()
-        lo_h = math.expm1(max(0.0, min(lo, 8.0)))
-        return lo_h, max(lo_h, math.expm1(max(0.0, min(hi, 8.0))))
+        lo_h = math.expm1(max(0.0, min(lo, MAX_ETA_LOG_H)))
+        return lo_h, max(lo_h, math.expm1(max(0.0, min(hi, MAX_ETA_LOG_H))))
 
 
 @dataclass(slots=True)
