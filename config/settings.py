@@ -70,6 +70,9 @@ class WorkerSettings(BaseModel):
     app_id: str = "delaywatch"
     web_port: int = 6066
     store: str = "memory://"
+    # Faust's data directory (table metadata, rocksdb files); None: ``<app_id>-data`` in the
+    # working directory, Faust's default
+    data_dir: Path | None = None
     # seconds between Faust offset commits
     commit_interval_s: float = 2.0
     # records per micro-batch and the longest wait to fill one (state is written per batch)

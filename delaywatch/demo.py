@@ -36,6 +36,7 @@ def _start_worker(settings: Settings, log_path: Path) -> subprocess.Popen[bytes]
         "DELAYWATCH_WORKER__APP_ID": f"delaywatch-demo-{os.getpid()}",
         "DELAYWATCH_WORKER__WEB_PORT": str(free_port()),
         "DELAYWATCH_WORKER__BROKER_SESSION_TIMEOUT_S": "10",
+        "DELAYWATCH_WORKER__DATA_DIR": str(log_path.parent / "faust-data"),
         "DELAYWATCH_LOG_FORMAT": "json",
         # the played day ends; let the idle worker run its clock on to the last event time
         "DELAYWATCH_TIME__IDLE_ADVANCE_AFTER_S": "3",

@@ -33,6 +33,7 @@ def create_app(settings: Settings) -> faust.App:
         broker=[f"kafka://{h.strip()}" for h in settings.kafka.bootstrap_servers.split(",")],
         broker_credentials=_credentials(settings),
         store=w.store,
+        **({"datadir": str(w.data_dir)} if w.data_dir else {}),
         autodiscover=False,
         topic_partitions=settings.topics.partitions,
         topic_replication_factor=settings.topics.replication_factor,

@@ -105,6 +105,7 @@ def worker_env(tmp_path: Path) -> Callable[[Broker, Settings], dict[str, str]]:
             "DELAYWATCH_TOPICS__PARTITIONS": str(settings.topics.partitions),
             "DELAYWATCH_WORKER__APP_ID": f"dw-test-{time.time_ns()}",
             "DELAYWATCH_WORKER__WEB_PORT": str(free_port()),
+            "DELAYWATCH_WORKER__DATA_DIR": str(tmp_path / "faust-data"),
             "DELAYWATCH_WORKER__BROKER_SESSION_TIMEOUT_S": "10",
             "DELAYWATCH_WORKER__COMMIT_INTERVAL_S": "1",
             "DELAYWATCH_LOG_FORMAT": "json",
