@@ -119,8 +119,9 @@ def consume(
 
 
 def read_all(settings: Settings, topic: str, timeout_s: float = 30.0,
-             idle_s: float = 2.0) -> list[dict[str, Any]]:
-    """Every record now in ``topic`` (values parsed as JSON), read by assigned partitions
+             idle_s: float = 2.0, parse: bool = True) -> list[dict[str, Any]]:
+    """Every record now in ``topic`` (values parsed as JSON unless ``parse`` is false; with
+    partition, offset, key, timestamp_ms and headers), read by assigned partitions
     until nothing new arrives for ``idle_s``. End offsets are not trusted: Tansu reports them
     wrong (first offset of the last batch + 1)."""
     conf = {**client_config(settings), "group.id": f"delaywatch-read-{time.time_ns()}",
@@ -141,7 +142,10 @@ def read_all(settings: Settings, topic: str, timeout_s: float = 30.0,
             key, value = msg.key(), msg.value()
             out.append({"partition": msg.partition(), "offset": msg.offset(),
                         "key": key.decode() if key else None,
-                        "value": orjson.loads(value) if value else None})
+                        "value": (orjson.loads(value) if parse else value) if value else None,
+                        "timestamp_ms": msg.timestamp()[1],
+                        "headers": {k: (v or b"").decode("utf-8", "replace")
+                                    for k, v in (msg.headers() or [])}})
         return out
     finally:
         consumer.close()

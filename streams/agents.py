@@ -93,6 +93,17 @@ def source_of(msg: Any) -> SourceRef:
                      timestamp_ms=int(msg.timestamp * 1000) if msg.timestamp else None, key=key)
 
 
+def provenance_headers(source: SourceRef) -> dict[str, bytes]:
+    """Headers on every alert record: the input record whose processing decided it
+    (``topic/partition/offset``; ``<idle-advance>/p/`` when event time ran on while the input
+    was idle) and that record's timestamp in ms -- for tracing and end-to-end latency."""
+    ref = f"{source.topic}/{source.partition}/{'' if source.offset is None else source.offset}"
+    headers = {"dw-source": ref.encode()}
+    if source.timestamp_ms is not None:
+        headers["dw-source-ts"] = str(source.timestamp_ms).encode()
+    return headers
+
+
 def _put(table: TableT, partition: int, key: str, value: bytes | None) -> None:
     # Same effect as ``table[key] = value`` inside an agent, with the changelog partition
     # given instead of taken from the current event (memory store; see docs).
@@ -259,17 +270,22 @@ class Agents:
         await self._emit(outputs, source, value)
 
     async def _emit(self, outputs: list[Any], source: SourceRef, value: Any) -> None:
+        origin_ms = source.timestamp_ms
         for out in outputs:
             if isinstance(out, Alert):
                 self.counts["alerts"] += 1
                 topic = (self.topics.alerts_delay if out.category == "delay"
                          else self.topics.alerts_stock)
-                await topic.send(key=out.key, value=out.model_dump_json().encode())
+                await topic.send(key=out.key, value=out.model_dump_json().encode(),
+                                 headers=provenance_headers(source))
             elif isinstance(out, Forward):
+                # internal hop: keeps the original record's timestamp, so an alert's
+                # ``dw-source-ts`` header is the time the shop's system produced the event
                 topic = (self.topics.order_lines if out.role == "order_lines"
                          else self.topics.stock_notices)
                 await topic.send(key=out.key, value=orjson.dumps(out.value),
-                                 partition=out.partition)
+                                 partition=out.partition,
+                                 timestamp=origin_ms / 1000 if origin_ms else None)
             elif isinstance(out, Rejected):
                 await self._dlq(out.reason, out.error, "process",
                                 *rejected_source(out, source, value), out.event_id)
