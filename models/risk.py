@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from bisect import bisect_left, insort
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from sys import intern
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -67,6 +67,21 @@ class OnlineScaler:
         self.mean: dict[str, float] = {}
         self.m2: dict[str, float] = {}
         self.seen = 0.0  # vectors learned: the denominator of indicator frequencies
+        # (mean, sd) per numeric feature as of its last update: scoring is ~5x as frequent
+        # as learning, so the square root is taken once per learn, not once per score
+        self.stats: dict[str, tuple[float, float]] = {}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if "stats" not in state:  # a checkpoint written before the cache existed
+            self.stats = {}
+            for k, n in self.n.items():
+                if "=" not in k:
+                    self._update_stats(k, n)
+
+    def _update_stats(self, k: str, n: float) -> None:
+        if n >= 2:
+            self.stats[k] = (self.mean[k], math.sqrt(self.m2[k] / (n - 1)))
 
     def learn_one(self, x: dict[str, float]) -> None:
         self.seen += 1.0
@@ -80,23 +95,25 @@ class OnlineScaler:
             mean += delta / n
             self.n[k], self.mean[k] = n, mean
             self.m2[k] = self.m2.get(k, 0.0) + delta * (v - mean)
+            self._update_stats(k, n)
 
     def transform_one(self, x: dict[str, float]) -> dict[str, float]:
         out: dict[str, float] = {}
         seen = self.seen
+        stats = self.stats
         for k, v in x.items():
-            n = self.n.get(k, 0.0)
             if "=" in k:
-                out[k] = v - n / seen if seen else v
+                out[k] = v - self.n.get(k, 0.0) / seen if seen else v
                 continue
-            if n < 2:
+            st = stats.get(k)
+            if st is None:  # fewer than two values seen
                 out[k] = 0.0
                 continue
-            sd = math.sqrt(self.m2[k] / (n - 1))
-            z = (v - self.mean[k]) / sd if sd > 1e-9 else 0.0
+            mean, sd = st
+            z = (v - mean) / sd if sd > 1e-9 else 0.0
             # clipped: a value far outside what was seen (a backlog ten times any before, a
             # rare flag) must not take one SGD step big enough to wreck the weights
-            out[k] = max(-Z_CLIP, min(Z_CLIP, z))
+            out[k] = -Z_CLIP if z < -Z_CLIP else Z_CLIP if z > Z_CLIP else z
         return out
 
 
@@ -268,8 +285,18 @@ class PrecisionThreshold:
     alerted: list[float] = field(default_factory=list)  # per bin [t, t + step): orders
     hits: list[float] = field(default_factory=list)  # ... of which late
     labels: int = 0
+    # :attr:`value` as of the last change (read on every scoring, changed once per label)
+    cached: float | None = None
+
+    def __setstate__(self, state: tuple[None, dict[str, Any]]) -> None:
+        # pickled slots: (None, {slot: value}); a checkpoint written before ``cached``
+        # existed lacks it
+        values = {f.name: None for f in fields(self)} | state[1]
+        for name, value in values.items():
+            setattr(self, name, value)
 
     def record(self, max_p: float, late: bool) -> None:
+        self.cached = None
         bins = round(1 / self.step)
         if not self.alerted:
             self.alerted = [0.0] * bins
@@ -284,11 +311,17 @@ class PrecisionThreshold:
 
     def forget(self, keep: float) -> None:
         """Scale the evidence down (on drift): the threshold follows new labels faster."""
+        self.cached = None
         self.alerted = [a * keep for a in self.alerted]
         self.hits = [h * keep for h in self.hits]
 
     @property
     def value(self) -> float:
+        if self.cached is None:
+            self.cached = self._value()
+        return self.cached
+
+    def _value(self) -> float:
         if self.labels < self.min_labels or not self.alerted:
             return math.inf  # warming up: a model that has not learned yet alerts nobody
         best = math.inf
@@ -382,6 +415,7 @@ class RiskDetector:
 
     def __post_init__(self) -> None:
         self.threshold.target = self.target_precision
+        self.threshold.cached = None
 
     # -- detector interface --------------------------------------------------------------
     def deadlines(self, s: ShipmentState) -> list[float]:
