@@ -73,3 +73,24 @@ def test_residual_window_holds_coverage_on_a_biased_stream():
             total += 1
         w.update(r)
     assert 0.86 <= covered / total <= 0.94
+
+
+def test_checkpoint_from_before_the_caches_loads_the_same_model(make_settings, thresholds):
+    """Checkpoints written before the scaler's (mean, sd) cache and the threshold's cached
+    value existed restore to the same scores (an upgrade must not cold-start the models)."""
+    _, models = _trained(make_settings, thresholds)
+    risk = models.risk
+    x = {"stage=paid": 1.0, "h_to_promise": 7.0, "carrier=A": 1.0}
+    want = (risk.model.p_late(x), risk.eta.predict_one(x), risk.threshold.value)
+
+    for group in risk.model.groups.values():
+        del group.scaler.__dict__["stats"]
+    old_threshold = risk.threshold.__reduce_ex__(5)[2]
+    del old_threshold[1]["cached"]
+    scaler = pickle.loads(pickle.dumps(next(iter(risk.model.groups.values())).scaler))
+    assert scaler.stats, "stats rebuilt from the running moments"
+    restored_models = pickle.loads(pickle.dumps(risk.model))
+    threshold = type(risk.threshold).__new__(type(risk.threshold))
+    threshold.__setstate__(old_threshold)
+    got = (restored_models.p_late(x), risk.eta.predict_one(x), threshold.value)
+    assert got == want
