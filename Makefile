@@ -6,6 +6,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DURATION ?= 90
 OLIST_CSV ?= ../shared/data/olist_classified/olist_classified_public_dataset.csv
+BENCH_EVENTS ?= 200000
+BENCH_OUT ?= .bench/results.json
 
 .DEFAULT_GOAL := help
 .PHONY: help install demo test test-unit test-broker lint schemas replay-20k olist-compare bench clean
@@ -46,6 +48,9 @@ replay-20k: $(STAMP) ## simulate 20,000 orders (seed 7) and replay them with tru
 
 olist-compare: $(STAMP) ## Olist: online model vs batch baseline at placement (OLIST_CSV) into out/
 	$(BIN)/delaywatch eval olist $(OLIST_CSV) --out out/olist-compare.json
+
+bench: $(STAMP) ## own Apache Kafka: worker vs baselines, replay, latency, scale-out, memory (~10 min)
+	$(BIN)/delaywatch bench --events $(BENCH_EVENTS) --out $(BENCH_OUT)
 
 clean: ## remove build and run artefacts (keeps .venv)
 	rm -rf out .demo .bench build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

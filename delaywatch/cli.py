@@ -330,5 +330,37 @@ def demo(
     raise typer.Exit(run_demo(duration=duration, orders=orders, seed=seed, engine=engine))
 
 
+@app.command()
+def bench(
+    events: int = typer.Option(200_000, envvar="BENCH_EVENTS",
+                               help="input records to simulate and produce"),
+    out: Path = typer.Option(Path(".bench/results.json"), envvar="BENCH_OUT",
+                             help="results JSON"),
+    latency_seconds: float = typer.Option(65.0, help="produce time of the latency run"),
+    latency_rate: float = typer.Option(2000.0, help="events/s of the latency run"),
+    run_budget: float = typer.Option(75.0, help="longest a throughput run is measured (s); "
+                                     "a slower one is measured on the prefix it reached"),
+    seed: int = typer.Option(7),
+) -> None:
+    """Own Apache Kafka; worker, baselines, replay, latency, scale-out, memory: table + JSON."""
+    from delaywatch.bench import BenchOptions, render_table, run_bench
+    from delaywatch.log import configure_logging
+    from delaywatch.ui import console
+
+    settings = _settings()
+    configure_logging(settings.log_level, settings.log_format)
+    results = run_bench(BenchOptions(events=events, out=out, seed=seed,
+                                     latency_seconds=latency_seconds,
+                                     latency_rate=latency_rate, run_budget_s=run_budget))
+    console.print(render_table(results))
+    console.print(f"wrote {out}; wall {results['wall_seconds']:.0f} s; "
+                  f"load average {results['machine']['load_avg_start'][0]:.2f} at start, "
+                  f"{results['machine']['load_avg_end'][0]:.2f} at end")
+    for err in results["errors"]:
+        console.print(f"[red]failed[/] {err}")
+    if results["errors"]:
+        raise typer.Exit(1)
+
+
 if __name__ == "__main__":
     app()
