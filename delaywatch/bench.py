@@ -44,6 +44,7 @@ __all__ = [
     "REQUIRED_KEYS",
     "BenchOptions",
     "add_ratios",
+    "commit_curve",
     "committed_eps",
     "empty_results",
     "events_per_second",
@@ -150,6 +151,14 @@ def _commit_points(trace: Trace) -> list[int]:
     """Indexes of the snapshots at which the committed sum had grown since the one before."""
     return [i for i in range(len(trace))
             if trace[i][1] > (trace[i - 1][1] if i else 0)]
+
+
+def commit_curve(trace: Trace, first_at: float | None) -> list[tuple[float, int]]:
+    """(seconds since the first event, input records committed) at each commit seen: how
+    the rate held up over the run."""
+    if first_at is None:
+        return []
+    return [(round(trace[i][0] - first_at, 2), trace[i][1]) for i in _commit_points(trace)]
 
 
 def committed_eps(trace: Trace, first_at: float | None) -> tuple[float | None, int, float | None]:

@@ -21,6 +21,7 @@ import structlog
 
 from delaywatch.bench import (
     BenchOptions,
+    commit_curve,
     committed_eps,
     events_per_second,
     latency_summary,
@@ -138,7 +139,7 @@ def _group_run(b: Bench, settings: Settings, app_id: str, procs: Sequence[ChildP
                                for (t, p), end in sorted(finish.ends.items())
                                if end > max(finish.committed.get((t, p), 0), 0)},
             "peak_rss_mb": [None if r is None else round(r, 1) for r in rss],
-            "first_event_at": first_at}, finish
+            "first_event_at": first_at, "commits": commit_curve(finish.trace, first_at)}, finish
 
 
 def _worker_run(b: Bench, run: str, *, models: bool, workers: int = 1) -> dict[str, Any]:

@@ -9,6 +9,7 @@ import pytest
 from delaywatch.bench import (
     REQUIRED_KEYS,
     add_ratios,
+    commit_curve,
     committed_eps,
     empty_results,
     events_per_second,
@@ -91,6 +92,12 @@ def test_committed_eps_runs_from_the_first_event_to_the_last_commit():
     assert committed_eps(trace, first_at=100.5) == (round(4000 / 3.5, 1), 4000, 3.5)
     assert committed_eps(trace, first_at=None) == (None, 0, None)
     assert committed_eps([(100.0, 0), (101.0, 0)], first_at=99.0) == (None, 0, None)
+
+
+def test_commit_curve_keeps_only_commit_moments():
+    trace = [(100.0, 0), (101.0, 0), (102.0, 2000), (103.0, 2000), (104.0, 4000)]
+    assert commit_curve(trace, first_at=100.5) == [(1.5, 2000), (3.5, 4000)]
+    assert commit_curve(trace, first_at=None) == []
 
 
 def test_committed_eps_of_a_finished_run_is_events_over_the_window():
