@@ -20,8 +20,10 @@ from delaywatch.replay import iter_records, record_bytes
 
 __all__ = [
     "client_config",
+    "committed_lag",
     "consume",
     "create_all_topics",
+    "input_topics",
     "produce_records",
     "read_all",
 ]
@@ -76,10 +78,15 @@ def produce_records(
                 producer.poll(0)
                 time.sleep(delay)
         key = rec.get("key")
-        producer.produce(rec["topic"], value=record_bytes(rec),
-                         key=key.encode() if key is not None else None)
+        value, kbytes = record_bytes(rec), key.encode() if key is not None else None
+        while True:
+            try:
+                producer.produce(rec["topic"], value=value, key=kbytes)
+                break
+            except BufferError:  # librdkafka's local queue is full: let it deliver
+                producer.poll(0.1)
         sent += 1
-        if sent % 10_000 == 0:
+        if sent % 1_000 == 0:
             producer.poll(0)
         if on_record is not None:
             on_record(rec)
@@ -144,8 +151,38 @@ def read_all(settings: Settings, topic: str, timeout_s: float = 30.0,
                         "key": key.decode() if key else None,
                         "value": (orjson.loads(value) if parse else value) if value else None,
                         "timestamp_ms": msg.timestamp()[1],
-                        "headers": {k: (v or b"").decode("utf-8", "replace")
-                                    for k, v in (msg.headers() or [])}})
+                        "headers": _headers(msg.headers())})
         return out
     finally:
         consumer.close()
+
+
+def _headers(raw: Any) -> dict[str, str]:
+    return {str(k): (v or b"").decode("utf-8", "replace") for k, v in (raw or [])}
+
+
+def committed_lag(settings: Settings, group: str, topics: list[str]
+                  ) -> dict[tuple[str, int], tuple[int | None, int]]:
+    """(committed offset or None, end offset) per partition of ``topics`` for the consumer
+    group ``group``, read without joining it."""
+    conf = {**client_config(settings), "group.id": group, "enable.auto.commit": False}
+    consumer = Consumer(conf)
+    try:
+        tps = []
+        md = consumer.list_topics(timeout=10)
+        for topic in topics:
+            if topic in md.topics:
+                tps += [TopicPartition(topic, p) for p in md.topics[topic].partitions]
+        out: dict[tuple[str, int], tuple[int | None, int]] = {}
+        for tp in consumer.committed(tps, timeout=10):
+            _, high = consumer.get_watermark_offsets(tp, timeout=10)
+            out[(tp.topic, tp.partition)] = (tp.offset if tp.offset >= 0 else None, high)
+        return out
+    finally:
+        consumer.close()
+
+
+def input_topics(settings: Settings) -> list[str]:
+    """The topics the worker consumes (sources and its own internal re-keyed topics)."""
+    t = settings.topics
+    return [t.orders, t.inventory, t.scans, t.order_lines, t.stock_notices]

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import ssl
+from typing import Any
 
 import faust
 
 from delaywatch.config.settings import Settings
+from delaywatch.streams import faust_patches
 
 __all__ = ["create_app"]
 
@@ -26,14 +28,20 @@ def _credentials(settings: Settings) -> faust.auth.Credentials | ssl.SSLContext 
     return None
 
 
+def _datadir(settings: Settings) -> dict[str, Any]:
+    d = settings.worker.data_dir
+    return {"datadir": str(d)} if d else {}  # else Faust's default, <app_id>-data in the cwd
+
+
 def create_app(settings: Settings) -> faust.App:
+    faust_patches.apply()
     w = settings.worker
     return faust.App(
         w.app_id,
         broker=[f"kafka://{h.strip()}" for h in settings.kafka.bootstrap_servers.split(",")],
         broker_credentials=_credentials(settings),
         store=w.store,
-        **({"datadir": str(w.data_dir)} if w.data_dir else {}),
+        **_datadir(settings),
         autodiscover=False,
         topic_partitions=settings.topics.partitions,
         topic_replication_factor=settings.topics.replication_factor,

@@ -11,7 +11,13 @@ import orjson
 import pytest
 
 from delaywatch.core.pipeline import partition_for
-from delaywatch.kafka_io import create_all_topics, produce_records, read_all
+from delaywatch.kafka_io import (
+    committed_lag,
+    create_all_topics,
+    input_topics,
+    produce_records,
+    read_all,
+)
 from delaywatch.replay import replay
 from tests.streams.helpers import alert_signature, wait_for_outputs
 
@@ -46,8 +52,25 @@ def test_kill_9_mid_stream_loses_and_invents_nothing(kafka, small_world, make_se
     assert set(got) == set(want), (
         f"missing {sorted(set(want) - set(got))[:5]} extra {sorted(set(got) - set(want))[:5]}")
     duplicates = sum(got.values()) - len(got)
+    behind = _commits_behind_after(settings, env["DELAYWATCH_WORKER__APP_ID"], 30.0)
+    assert not behind, (
+        f"offsets not committed to the end 30 s after the last output (commit crawl, "
+        f"faust-streaming #596/#606): {behind}")
     print(f"\nkill -9 after {seen} alerts: {len(got)} distinct alerts == uninterrupted run, "
-          f"{duplicates} re-sent duplicates (same alert_id)")
+          f"{duplicates} re-sent duplicates (same alert_id); offsets committed to the end")
+
+
+def _commits_behind_after(settings: Any, group: str, timeout_s: float
+                          ) -> dict[tuple[str, int], int]:
+    """Partitions whose committed offset is still short of the end after ``timeout_s``
+    (how far short); empty when the group caught up."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        lag = committed_lag(settings, group, input_topics(settings))
+        behind = {tp: end - (c or 0) for tp, (c, end) in lag.items() if (c or 0) < end}
+        if not behind or time.monotonic() > deadline:
+            return behind
+        time.sleep(1.0)
 
 
 def _log_has(worker: Any, event: str) -> bool:
