@@ -24,15 +24,24 @@ from tests.streams.helpers import alert_signature, wait_for_outputs
 pytestmark = pytest.mark.broker
 
 
-def test_kill_9_mid_stream_loses_and_invents_nothing(kafka, small_world, make_settings,
-                                                     thresholds, worker_env, start_worker):
+def _first_half_produced(kafka: Any, small_world: Any, make_settings: Any, thresholds: Any,
+                         worker_env: Any) -> tuple[list[Any], Any, Any, dict[str, str], int]:
+    """Topics created, the uninterrupted run's result, and the first half of the world
+    produced: the second half arrives after the crash."""
     records, _ = small_world
     settings = make_settings(partitions=4)
     expected = replay(records, settings, thresholds, flush=False)
     env = worker_env(kafka, settings)
     create_all_topics(settings)
     half = len(records) // 2
-    produce_records(settings, records[:half])  # the second half arrives after the crash
+    produce_records(settings, records[:half])
+    return records, settings, expected, env, half
+
+
+def test_kill_9_mid_stream_loses_and_invents_nothing(kafka, small_world, make_settings,
+                                                     thresholds, worker_env, start_worker):
+    records, settings, expected, env, half = _first_half_produced(
+        kafka, small_world, make_settings, thresholds, worker_env)
 
     worker = start_worker(env)
     deadline = time.monotonic() + 120
@@ -88,13 +97,8 @@ def test_two_workers_kill_9_state_follows_its_partition(kafka, small_world, make
     restarted. State written once per key per micro-batch must come back onto whichever
     worker owns the key's source partition, and the alerts are those of an uninterrupted run
     (duplicates only as identical alert ids). Every alert names the record that decided it."""
-    records, _ = small_world
-    settings = make_settings(partitions=4)
-    expected = replay(records, settings, thresholds, flush=False)
-    env = worker_env(kafka, settings)
-    create_all_topics(settings)
-    half = len(records) // 2
-    produce_records(settings, records[:half])
+    records, settings, expected, env, half = _first_half_produced(
+        kafka, small_world, make_settings, thresholds, worker_env)
 
     a, b = start_worker(env), start_worker(env)
     deadline = time.monotonic() + 150
