@@ -20,6 +20,9 @@ class KafkaSettings(BaseModel):
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
     ssl_cafile: Path | None = None
+    # the worker's producer: idempotent (no duplicates or reordering from its own retries);
+    # off only for brokers without InitProducerId support (Tansu: the demo turns it off)
+    idempotent_producer: bool = True
 
 
 class TopicSettings(BaseModel):
@@ -79,6 +82,9 @@ class WorkerSettings(BaseModel):
     batch_size: int = Field(500, ge=1)
     batch_within_s: float = Field(0.05, gt=0)
     broker_session_timeout_s: float = 30.0
+    # Prometheus /metrics and /health on 127.0.0.1:<port> (streams/metrics.py); None: off,
+    # 0: a free port (logged as ``metrics_serving``)
+    metrics_port: int | None = Field(None, ge=0, le=65535)
 
 
 class Settings(BaseSettings):

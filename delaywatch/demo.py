@@ -32,6 +32,7 @@ def _start_worker(settings: Settings, log_path: Path) -> subprocess.Popen[bytes]
     env = {k: v for k, v in os.environ.items() if not k.startswith("DELAYWATCH_")}
     env.update({
         "DELAYWATCH_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
+        "DELAYWATCH_KAFKA__IDEMPOTENT_PRODUCER": str(settings.kafka.idempotent_producer).lower(),
         "DELAYWATCH_TOPICS__PARTITIONS": str(settings.topics.partitions),
         "DELAYWATCH_WORKER__APP_ID": f"delaywatch-demo-{os.getpid()}",
         "DELAYWATCH_WORKER__WEB_PORT": str(free_port()),
@@ -84,6 +85,8 @@ def run_demo(duration: float = 90.0, orders: int = 1000, seed: int = 7,
     t0 = time.monotonic()
     with Broker.start(engine, log_path=workdir / "broker.log") as broker:
         settings.kafka.bootstrap_servers = broker.bootstrap
+        # Tansu refuses aiokafka's InitProducerId: no idempotent worker producer there
+        settings.kafka.idempotent_producer = broker.engine != "tansu"
         console.print(f"broker {engine} on {broker.bootstrap} (pid {broker.pid}) "
                       f"ready in {time.monotonic() - t0:.1f} s")
         create_all_topics(settings)

@@ -34,7 +34,7 @@ def _datadir(settings: Settings) -> dict[str, Any]:
 
 
 def create_app(settings: Settings) -> faust.App:
-    faust_patches.apply()
+    faust_patches.apply(idempotent_producer=settings.kafka.idempotent_producer)
     w = settings.worker
     return faust.App(
         w.app_id,

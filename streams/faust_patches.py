@@ -1,4 +1,13 @@
-"""A fix for Faust's offset commits crawling after a restart (faust-streaming #596, #606).
+"""Two changes to Faust's Kafka clients, applied once by :func:`apply` from ``create_app``.
+
+**Idempotent producer.** Faust turns on aiokafka's ``enable_idempotence`` only inside
+transactions (its exactly-once mode, which we do not use). Outside them a retried send can
+be written twice, or out of order within a partition -- for a changelog that would restore
+stale state. Every producer of delaywatch is idempotent with ``acks=all`` -- unless
+``kafka.idempotent_producer`` is off: Tansu, the pip-only fallback broker, refuses aiokafka's
+``InitProducerId`` request (measured), so the demo turns it off there.
+
+**Commit crawl (faust-streaming #596, #606).**
 
 When a worker starts with messages waiting, Faust can record "gaps" (offsets it believes it
 never received) for offsets that are in fact delivered and acked. ``Consumer._new_offset``
@@ -9,7 +18,6 @@ Every later restart then re-processes thousands of messages. Measured here on Ap
 the fix, commits reach the end at once.
 
 The fix removes from the gap set every offset already acked before ``_new_offset`` runs.
-Applied once, by :func:`apply`, from ``create_app``.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ from typing import Any
 
 import structlog
 from faust.transport.consumer import Consumer
+from faust.transport.drivers import aiokafka as faust_aiokafka
 
 __all__ = ["apply"]
 
@@ -34,7 +43,31 @@ def _drop_acked_from_gaps(consumer: Any, tp: Any) -> None:
             gap.chop(offset, offset + 1)
 
 
-def apply() -> None:
+def _idempotent_producer() -> None:
+    producer = faust_aiokafka.Producer
+    if getattr(producer, _APPLIED, False):
+        return
+    if not hasattr(producer, "_settings_extra"):
+        log.warning("faust_idempotence_not_applied", reason="Faust's Producer changed")
+        return
+    original = producer._settings_extra
+
+    def _settings_extra(self: Any) -> Any:
+        extra = {**original(self), "acks": "all"}
+        if _IDEMPOTENT[0]:
+            extra["enable_idempotence"] = True
+        return extra
+
+    producer._settings_extra = _settings_extra  # type: ignore[method-assign]
+    setattr(producer, _APPLIED, True)
+
+
+_IDEMPOTENT = [True]
+
+
+def apply(idempotent_producer: bool = True) -> None:
+    _IDEMPOTENT[0] = idempotent_producer
+    _idempotent_producer()
     if getattr(Consumer, _APPLIED, False):
         return
     if not all(hasattr(Consumer, a) for a in ("_new_offset", "_add_gap")):

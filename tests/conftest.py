@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -91,6 +92,16 @@ class WorkerProcess:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def metrics_url(self, timeout_s: float = 60.0) -> str:
+        """Base URL of the worker's /metrics and /health (its ``metrics_serving`` log line)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for line in self.log_path.read_text(errors="replace").splitlines():
+                if '"metrics_serving"' in line:
+                    return f"http://127.0.0.1:{json.loads(line)['port']}"
+            time.sleep(0.2)
+        raise AssertionError(f"no metrics_serving line:\n{self.log_tail()}")
+
     def log_tail(self, n: int = 40) -> str:
         lines = self.log_path.read_text(errors="replace").splitlines()
         return "\n".join(lines[-n:])
@@ -108,9 +119,12 @@ def worker_env(tmp_path: Path) -> Callable[[Broker, Settings], dict[str, str]]:
             "DELAYWATCH_WORKER__DATA_DIR": str(tmp_path / "faust-data"),
             "DELAYWATCH_WORKER__BROKER_SESSION_TIMEOUT_S": "10",
             "DELAYWATCH_WORKER__COMMIT_INTERVAL_S": "1",
+            "DELAYWATCH_WORKER__METRICS_PORT": "0",  # a free port, logged as metrics_serving
             "DELAYWATCH_LOG_FORMAT": "json",
             "PYTHONUNBUFFERED": "1",
         })
+        if broker.engine == "tansu":  # refuses aiokafka's InitProducerId
+            env["DELAYWATCH_KAFKA__IDEMPOTENT_PRODUCER"] = "false"
         settings.kafka.bootstrap_servers = broker.bootstrap
         return env
 
