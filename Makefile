@@ -10,7 +10,7 @@ BENCH_EVENTS ?= 200000
 BENCH_OUT ?= .bench/results.json
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-unit test-broker lint schemas replay-20k olist-compare bench clean
+.PHONY: help install demo test test-faults test-unit test-broker lint schemas replay-20k olist-compare bench clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -26,8 +26,11 @@ install: $(STAMP) ## create .venv and install delaywatch with its dev tools
 demo: $(STAMP) ## broker (Kafka if Java, else Tansu) + worker + a simulated day; summary after DURATION s
 	$(BIN)/delaywatch demo --duration $(DURATION)
 
-test: $(STAMP) ## every test: unit, contract, replay quality, integration on a real broker
-	$(BIN)/python -m pytest
+test: $(STAMP) ## unit, contract, replay quality, integration on a real broker (not the fault tests)
+	$(BIN)/python -m pytest -m "not faults"
+
+test-faults: $(STAMP) ## fault tests on Apache Kafka: kill -9, broker stall/restart, failing sink, fuzz
+	$(BIN)/python -m pytest -m faults -s
 
 test-unit: $(STAMP) ## tests that need no broker
 	$(BIN)/python -m pytest -m "not broker"

@@ -21,16 +21,7 @@ from delaywatch.kafka_io import (
 from delaywatch.replay import replay
 from tests.streams.helpers import alert_signature, wait_for_outputs
 
-pytestmark = pytest.mark.broker
-
-
-# Both kill -9 tests caught, in fresh-clone CI this session, the open crash window of #5:
-# Faust sends agent outputs when the offset is committed but the changelog at once, so a
-# kill -9 between them can lose alerts and internal forwards (README, "Known limits").
-# Non-strict xfail until #5 changes that order; they still run and report XPASS when lucky.
-CRASH_WINDOW = pytest.mark.xfail(strict=False, reason=(
-    "open defect (#5): outputs attached to the offset commit, changelog sent at once; "
-    "kill -9 between them loses alerts (missing alerts in fresh-clone CI)"))
+pytestmark = [pytest.mark.broker, pytest.mark.faults]
 
 
 def _first_half_produced(kafka: Any, small_world: Any, make_settings: Any, thresholds: Any,
@@ -47,7 +38,6 @@ def _first_half_produced(kafka: Any, small_world: Any, make_settings: Any, thres
     return records, settings, expected, env, half
 
 
-@CRASH_WINDOW
 def test_kill_9_mid_stream_loses_and_invents_nothing(kafka, small_world, make_settings,
                                                      thresholds, worker_env, start_worker):
     records, settings, expected, env, half = _first_half_produced(
@@ -97,7 +87,6 @@ def _log_has(worker: Any, event: str) -> bool:
         errors="replace").splitlines())
 
 
-@CRASH_WINDOW
 def test_two_workers_kill_9_state_follows_its_partition(kafka, small_world, make_settings,
                                                         thresholds, worker_env, start_worker):
     """Issue #7, item 3: two workers share four partitions; one is killed mid-stream and
