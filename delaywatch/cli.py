@@ -231,15 +231,45 @@ def notify(
     store: Path = typer.Option(Path(".notifier/delivered.sqlite"), help="dedupe store"),
     group: str = typer.Option("delaywatch-notifier"),
     max_idle: float | None = typer.Option(None, help="exit after this many idle seconds"),
+    tier: list[str] = typer.Option(
+        [], help="retry tier TOPIC:DELAY_S[:ATTEMPTS], in order, repeatable "
+                 "(default alerts.retry.1m:60 alerts.retry.10m:600)"),
+    dlq_topic: str = typer.Option("alerts.dlq", help="where exhausted retries end"),
+    skip_resolved_before_delivery: bool = typer.Option(
+        False, help="no message for an alert resolved before any of its messages went out"),
+    metrics_port: int | None = typer.Option(None, help="Prometheus metrics on 127.0.0.1"),
 ) -> None:
-    """Reference notifier: deliver each alert once to a sink, retry, dead-letter."""
-    from delaywatch.notify import DeliveredStore, Notifier, file_sink, stdout_sink, webhook_sink
+    """Reference notifier: deliver each alert once to a sink, retry through tiers, DLQ."""
+    from delaywatch.log import configure_logging
+    from delaywatch.notify import (
+        DEFAULT_TIERS,
+        DeliveredStore,
+        Notifier,
+        RetryTier,
+        file_sink,
+        stdout_sink,
+        webhook_sink,
+    )
 
     if sink == "webhook" and not url:
         raise typer.BadParameter("--url is required for the webhook sink")
+    tiers = []
+    for spec in tier:
+        parts = spec.split(":")
+        try:
+            tiers.append(RetryTier(parts[0], float(parts[1]),
+                                   int(parts[2]) if len(parts) > 2 else 1))
+        except (IndexError, ValueError):
+            raise typer.BadParameter(f"--tier {spec!r}: expected TOPIC:DELAY_S[:ATTEMPTS]"
+                                     ) from None
+    settings = _settings()
+    configure_logging(settings.log_level, settings.log_format)
     chosen = {"stdout": stdout_sink, "file": file_sink(path),
               "webhook": webhook_sink(url or "")}[sink]
-    counts = Notifier(_settings(), chosen, DeliveredStore(store), group=group).run(max_idle)
+    counts = Notifier(settings, chosen, DeliveredStore(store), group=group,
+                      tiers=tiers or DEFAULT_TIERS, dlq_topic=dlq_topic,
+                      skip_resolved_before_delivery=skip_resolved_before_delivery,
+                      metrics_port=metrics_port).run(max_idle)
     typer.echo(json.dumps(counts), err=True)
 
 
