@@ -36,6 +36,11 @@ class TopicSettings(BaseModel):
     # internal re-keying topics (co-partitioned with the tables that consume them)
     order_lines: str = "delaywatch.order-lines"
     stock_notices: str = "delaywatch.stock-notices"
+    # retry tiers of the worker, in order: (topic, delay s). A record whose processing raised
+    # a transient error goes to the first, is processed again no earlier than the delay,
+    # moves to the next on failure and to the DLQ after the last (delaywatch.core.retry)
+    retry_tiers: list[tuple[str, float]] = [("delaywatch.retry.1m", 60.0),
+                                            ("delaywatch.retry.10m", 600.0)]
     partitions: int = Field(4, ge=1)
     replication_factor: int = Field(1, ge=1)
 

@@ -49,6 +49,7 @@ from delaywatch.core.pipeline import (
     partition_for,
     rejected_source,
 )
+from delaywatch.core.retry import RetryInfo, is_transient, next_tier
 from delaywatch.models.risk import ModelEvent
 from delaywatch.schemas.alerts import Alert
 from delaywatch.schemas.dlq import SourceRef
@@ -262,6 +263,9 @@ class Agents:
         self.track_shipments = app.agent(topics.shipment_inputs, name="track_shipments")(
             self._track_shipments)
         self.track_stock = app.agent(topics.stock_inputs, name="track_stock")(self._track_stock)
+        self.tiers = [(t.get_topic_name(), delay) for t, delay in topics.retry_tiers]
+        if topics.retries is not None:
+            self.retry = app.agent(topics.retries, name="retry_tiers")(self._retry)
 
     async def _reset_engines(self) -> None:
         # after the batch in hand is delivered and written (locks), never in its middle
@@ -399,21 +403,80 @@ class Agents:
 
     # -- shared ----------------------------------------------------------------------------
     def _process(self, source: SourceRef, value: Any, handle: Callable[[], list[Any]],
-                 out: Outbox) -> None:
+                 out: Outbox, retry: RetryInfo | None = None) -> None:
         self.metrics.events.labels(source.topic).inc()
         self.last_input = time.monotonic()
         try:
             outputs = handle()
         except DecodeError as exc:
-            self._dlq(exc.reason, exc.message, "decode", source, value, exc.event_id, out)
+            self._dlq(exc.reason, exc.message, "decode", source, value, exc.event_id, out,
+                      retry)
             return
         except Exception as exc:  # a bug must not stop the worker or lose the record
-            log.exception("processing_failed", topic=source.topic, partition=source.partition,
-                          offset=source.offset)
-            self._dlq("processing_error", f"{type(exc).__name__}: {exc}", "process",
-                      source, value, None, out)
+            self._failed(exc, source, value, out, retry)
             return
         self._emit(outputs, source, value, out)
+
+    def _failed(self, exc: Exception, source: SourceRef, value: Any, out: Outbox,
+                retry: RetryInfo | None) -> None:
+        """Transient: to the next retry tier (or the DLQ when none is left); permanent: DLQ."""
+        error = f"{type(exc).__name__}: {exc}"
+        now = datetime.now(UTC)
+        if not is_transient(exc):
+            log.exception("processing_failed", topic=source.topic, partition=source.partition,
+                          offset=source.offset, attempts=(retry.attempts + 1) if retry else 1)
+            self._dlq("processing_error", error, "process", source, value, None, out, retry)
+            return
+        tier = next_tier(self.tiers, (retry.attempts + 1) if retry else 1)
+        if tier is None:
+            log.error("retries_exhausted", topic=source.topic, partition=source.partition,
+                      offset=source.offset, error=error)
+            self._dlq("retries_exhausted", error, "process", source, value, None, out, retry)
+            return
+        name, delay = tier
+        info = (retry.failed_again(error, now, delay) if retry
+                else RetryInfo.first(source, error, now, delay))
+        log.warning("retry_scheduled", tier=name, attempts=info.attempts, topic=source.topic,
+                    partition=source.partition, offset=source.offset, error=error)
+        self.metrics.retries.labels(name).inc()
+        topic = next(t for t, _ in self.topics.retry_tiers if t.get_topic_name() == name)
+        out.add(topic, key=source.key, value=value, partition=source.partition,
+                headers=info.headers())
+
+    async def _retry(self, stream: faust.StreamT) -> None:
+        """Records of the retry tiers, each processed again once due, by the engine of its
+        source partition (tier records keep it; Faust assigns co-partitioned topics
+        together). Waiting is wall-clock (a retry delay, not an event-time decision); a
+        rebalance cuts it short rather than holding up the group."""
+        async for event in stream.events():
+            msg = event.message
+            try:
+                info = RetryInfo.from_headers(list(msg.headers or []))
+            except (KeyError, ValueError) as exc:
+                out = Outbox(self.metrics)
+                self._dlq("invalid_retry_record", f"missing retry header {exc}", "process",
+                          source_of(msg), msg.value, None, out)
+                await out.deliver()
+                continue
+            while (wait := info.due_at - time.time()) > 0 and not self.app.rebalancing:
+                await asyncio.sleep(min(1.0, wait))
+            role = self.topics.roles.get(info.source.topic)
+            engines, handle = ((self.stock, self._stock_record)
+                               if role in ("inventory", "order_lines")
+                               else (self.shipments, self._shipment_record))
+            p = msg.partition
+            async with engines.lock:
+                part = engines.get(p)
+                if engines.applied(p, msg.topic, msg.offset):
+                    self.metrics.redelivered.labels(msg.topic).inc()
+                    continue
+                engines.mark(p, msg.topic, msg.offset)
+                out = Outbox(self.metrics)
+                self._process(info.source, msg.value,
+                              partial(handle, part, role, info.source, msg.value), out, info)
+                await out.deliver()
+                engines.write_back(p, out)
+                await out.deliver()
 
     def _emit(self, outputs: list[Any], source: SourceRef, value: Any, out: Outbox) -> None:
         origin_ms = source.timestamp_ms
@@ -440,13 +503,17 @@ class Agents:
                     {"kind": o.kind, "at": o.at, "worker_pid": os.getpid(), **o.detail}))
 
     def _dlq(self, reason: str, error: str, stage: str, source: SourceRef, raw: Any,
-             event_id: str | None, out: Outbox) -> None:
+             event_id: str | None, out: Outbox, retry: RetryInfo | None = None) -> None:
         self.metrics.dead_letters.labels(reason).inc()
         now = datetime.now(UTC)
         record = dead_letter(reason, error, stage, source,
                              raw if isinstance(raw, bytes) else None, event_id, now)
+        if retry is not None:  # this failure ends a retried record: count every attempt
+            record = record.model_copy(update={"attempts": retry.attempts + 1,
+                                               "first_failure_at": retry.first_failure_at})
         log.warning("dead_letter", reason=reason, topic=source.topic,
-                    partition=source.partition, offset=source.offset, event_id=event_id)
+                    partition=source.partition, offset=source.offset, event_id=event_id,
+                    attempts=record.attempts)
         out.add(self.topics.dlq, key=source.key, value=record.model_dump_json().encode())
 
 

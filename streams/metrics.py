@@ -35,6 +35,9 @@ class WorkerMetrics:
         self.dead_letters = Counter("delaywatch_dead_letters",
                                     "Records sent to the DLQ, by reason", ["reason"],
                                     registry=r)
+        self.retries = Counter("delaywatch_retries",
+                               "Records sent to a retry tier after a transient failure",
+                               ["tier"], registry=r)
         self.send_failures = Counter(
             "delaywatch_send_failures", "Sends the broker did not acknowledge (each is "
             "retried until it is)", ["topic"], registry=r)

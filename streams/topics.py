@@ -22,6 +22,8 @@ class Topics:
     alerts_stock: faust.TopicT
     dlq: faust.TopicT
     model: faust.TopicT  # model events (drift, checkpoint, restore), one partition
+    retry_tiers: list[tuple[faust.TopicT, float]]  # (topic, delay s), in order
+    retries: faust.TopicT | None  # every tier, consumed by the retry agent
     roles: dict[str, str]  # topic name -> role of the record in the core
 
 
@@ -42,6 +44,8 @@ def define_topics(app: faust.App, settings: Settings) -> Topics:
         alerts_stock=topic(t.alerts_stock),
         dlq=topic(t.dlq),
         model=topic(t.model, partitions=1),
+        retry_tiers=[(topic(name), delay) for name, delay in t.retry_tiers],
+        retries=topic(*(name for name, _ in t.retry_tiers)) if t.retry_tiers else None,
         roles={t.orders: "orders", t.scans: "scans", t.inventory: "inventory",
                t.order_lines: "order_lines", t.stock_notices: "stock_notices"},
     )

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -65,14 +65,15 @@ def kafka() -> Iterator[Broker]:
 class WorkerProcess:
     """``delaywatch worker`` as a child process, configured by environment."""
 
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
-        self.env, self.log_path = env, log_path
+    def __init__(self, env: dict[str, str], log_path: Path,
+                 module: str = "delaywatch.cli") -> None:
+        self.env, self.log_path, self.module = env, log_path, module
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> WorkerProcess:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "delaywatch.cli", "worker"], env=self.env, stdout=log,
+            [sys.executable, "-m", self.module, "worker"], env=self.env, stdout=log,
             stderr=subprocess.STDOUT, start_new_session=True)
         return self
 
@@ -97,8 +98,9 @@ class WorkerProcess:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             for line in self.log_path.read_text(errors="replace").splitlines():
-                if '"metrics_serving"' in line:
-                    return f"http://127.0.0.1:{json.loads(line)['port']}"
+                found = re.search(r'"port": ?(\d+)', line)
+                if found and '"metrics_serving"' in line:
+                    return f"http://127.0.0.1:{found.group(1)}"
             time.sleep(0.2)
         raise AssertionError(f"no metrics_serving line:\n{self.log_tail()}")
 
@@ -135,8 +137,8 @@ def worker_env(tmp_path: Path) -> Callable[[Broker, Settings], dict[str, str]]:
 def start_worker(tmp_path: Path) -> Iterator[Callable[[dict[str, str]], WorkerProcess]]:
     started: list[WorkerProcess] = []
 
-    def start(env: dict[str, str]) -> WorkerProcess:
-        w = WorkerProcess(env, tmp_path / f"worker-{len(started)}.log").start()
+    def start(env: dict[str, str], module: str = "delaywatch.cli") -> WorkerProcess:
+        w = WorkerProcess(env, tmp_path / f"worker-{len(started)}.log", module).start()
         started.append(w)
         return w
 

@@ -339,3 +339,66 @@ def test_promotion_burst_keeps_state_and_rss_bounded_and_lag_recovers(
           f"final {final_keys:.0f}")
     assert recovered_at is not None, f"lag did not return to zero: {samples[-5:]}"
     assert peak_rss_mb < 1024, f"worker peak RSS {peak_rss_mb:.0f} MB"
+
+
+def test_processing_failures_retry_through_tiers_then_dlq_with_attempts(
+        kafka, small_world, make_settings, thresholds, worker_env, start_worker):
+    """Transient errors in the core go through the retry tiers (processed again once due,
+    by the engine of their partition); an error that outlives the tiers, and a permanent
+    one at once, land in the DLQ with attempts and first/last failure times. Nothing is
+    lost and other orders' alerts do not change."""
+    records, _ = small_world
+    settings = make_settings(partitions=4)
+    settings.topics.retry_tiers = [("dw-test.retry.a", 2.0), ("dw-test.retry.b", 4.0)]
+    orders = [r for r in records if r["topic"] == "orders" and isinstance(r.get("value"), dict)
+              and r["value"].get("event_type") == "payment_confirmed"]
+    rng = random.Random(3)
+    picked = rng.sample(orders, 9)
+    once, always, permanent = picked[:5], picked[5:7], picked[7:]
+    touched = {r["key"] for r in picked}
+    dropped = {r["value"]["event_id"] for r in always + permanent}
+    expected = replay([r for r in records if not (
+        isinstance(r.get("value"), dict) and r["value"].get("event_id") in dropped)],
+        settings, thresholds, flush=False)
+    env = worker_env(kafka, settings)
+    env.update({
+        "DELAYWATCH_TOPICS__RETRY_TIERS": orjson.dumps(settings.topics.retry_tiers).decode(),
+        "DW_FAIL_ONCE": ",".join(r["value"]["event_id"] for r in once),
+        "DW_FAIL_ALWAYS": ",".join(r["value"]["event_id"] for r in always),
+        "DW_FAIL_PERMANENT": ",".join(r["value"]["event_id"] for r in permanent),
+    })
+    create_all_topics(settings)
+    produce_records(settings, records)
+    worker = start_worker(env, module="tests.streams.fault_worker")
+    live = wait_for_outputs(settings, worker, len(expected.alerts),
+                            len(expected.dead_letters) + 4, settle_s=10.0)
+
+    injected = [d for d in live["dlq"] if d["reason"] in ("retries_exhausted",
+                                                          "processing_error")]
+    by_event = {orjson.loads(d["payload"])["event_id"]: d for d in injected}
+    assert set(by_event) == dropped, f"DLQ'd {sorted(by_event)} != {sorted(dropped)}"
+    for r in always:
+        d = by_event[r["value"]["event_id"]]
+        assert (d["reason"], d["attempts"], d["source"]["topic"]) == (
+            "retries_exhausted", 3, "orders"), d
+        assert d["first_failure_at"] < d["last_failure_at"]
+        assert d["error"].startswith("TimeoutError")
+    for r in permanent:
+        d = by_event[r["value"]["event_id"]]
+        assert (d["reason"], d["attempts"]) == ("processing_error", 1), d
+    text = urllib.request.urlopen(f"{worker.metrics_url()}/metrics", timeout=5).read().decode()
+    retries = {tier: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               for tier in ("dw-test.retry.a", "dw-test.retry.b")
+               if line.startswith(f'delaywatch_retries_total{{tier="{tier}"}}')}
+    assert retries == {"dw-test.retry.a": 7.0, "dw-test.retry.b": 2.0}, retries
+
+    def untouched(alerts: list[dict[str, Any]]) -> set[Any]:
+        return {k for k in alert_signature(alerts) if not any(
+            a["alert_id"] == k[0] and a.get("order_id") in touched for a in alerts)}
+
+    want = [a.model_dump(mode="json") for a in expected.alerts]
+    assert untouched(live["alerts"]) == untouched(want)
+    print(f"\nprocessing failures: {len(once)} transient once (retried, processed), "
+          f"{len(always)} transient always (DLQ after 3 attempts: first + 2 tiers), "
+          f"{len(permanent)} permanent (DLQ at once); retries by tier {retries}; "
+          f"alerts of the other orders identical to the replay")
