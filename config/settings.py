@@ -92,6 +92,22 @@ class WorkerSettings(BaseModel):
     metrics_port: int | None = Field(None, ge=0, le=65535)
 
 
+class NotifierSettings(BaseModel):
+    """``delaywatch notify`` (delaywatch/notify.py); its command-line options override these."""
+
+    group: str = "delaywatch-notifier"
+    store_path: Path = Path(".notifier/delivered.sqlite")  # dedupe store (SQLite)
+    keep_days: float = Field(14.0, gt=0)  # dedupe entries older than this are pruned
+    attempts: int = Field(2, ge=1)  # quick in-process sink attempts before a retry tier
+    backoff_s: float = Field(0.2, ge=0)
+    # retry tiers in order: (topic, delay s, visits); give each notifier group its own
+    tiers: list[tuple[str, float, int]] = [("alerts.retry.1m", 60.0, 1),
+                                           ("alerts.retry.10m", 600.0, 1)]
+    dlq_topic: str = "alerts.dlq"
+    skip_resolved_before_delivery: bool = False
+    metrics_port: int | None = Field(None, ge=0, le=65535)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="DELAYWATCH_", env_nested_delimiter="__", extra="ignore"
@@ -102,6 +118,7 @@ class Settings(BaseSettings):
     time: TimeSettings = TimeSettings()
     models: ModelSettings = ModelSettings()
     worker: WorkerSettings = WorkerSettings()
+    notifier: NotifierSettings = NotifierSettings()
     thresholds_file: Path | None = None
     log_level: str = "INFO"
     log_format: Literal["auto", "json", "console"] = "auto"

@@ -228,21 +228,22 @@ def notify(
     sink: str = typer.Option("stdout", help="stdout | file | webhook"),
     path: Path = typer.Option(Path("alerts-delivered.jsonl"), help="file sink path"),
     url: str | None = typer.Option(None, help="webhook URL"),
-    store: Path = typer.Option(Path(".notifier/delivered.sqlite"), help="dedupe store"),
-    group: str = typer.Option("delaywatch-notifier"),
+    store: Path | None = typer.Option(None, help="dedupe store [notifier.store_path]"),
+    group: str | None = typer.Option(None, help="consumer group [notifier.group]"),
     max_idle: float | None = typer.Option(None, help="exit after this many idle seconds"),
     tier: list[str] = typer.Option(
         [], help="retry tier TOPIC:DELAY_S[:ATTEMPTS], in order, repeatable "
-                 "(default alerts.retry.1m:60 alerts.retry.10m:600)"),
-    dlq_topic: str = typer.Option("alerts.dlq", help="where exhausted retries end"),
-    skip_resolved_before_delivery: bool = typer.Option(
-        False, help="no message for an alert resolved before any of its messages went out"),
+                 "[notifier.tiers: alerts.retry.1m:60 alerts.retry.10m:600]"),
+    dlq_topic: str | None = typer.Option(None, help="where exhausted retries end "
+                                                    "[notifier.dlq_topic]"),
+    skip_resolved_before_delivery: bool | None = typer.Option(
+        None, help="no message for an alert resolved before any of its messages went out"),
     metrics_port: int | None = typer.Option(None, help="Prometheus metrics on 127.0.0.1"),
 ) -> None:
-    """Reference notifier: deliver each alert once to a sink, retry through tiers, DLQ."""
+    """Reference notifier: deliver each alert once to a sink, retry through tiers, DLQ.
+    Defaults come from the settings (DELAYWATCH_NOTIFIER__*); options override them."""
     from delaywatch.log import configure_logging
     from delaywatch.notify import (
-        DEFAULT_TIERS,
         DeliveredStore,
         Notifier,
         RetryTier,
@@ -263,13 +264,19 @@ def notify(
             raise typer.BadParameter(f"--tier {spec!r}: expected TOPIC:DELAY_S[:ATTEMPTS]"
                                      ) from None
     settings = _settings()
+    n = settings.notifier
     configure_logging(settings.log_level, settings.log_format)
     chosen = {"stdout": stdout_sink, "file": file_sink(path),
               "webhook": webhook_sink(url or "")}[sink]
-    counts = Notifier(settings, chosen, DeliveredStore(store), group=group,
-                      tiers=tiers or DEFAULT_TIERS, dlq_topic=dlq_topic,
-                      skip_resolved_before_delivery=skip_resolved_before_delivery,
-                      metrics_port=metrics_port).run(max_idle)
+    skip = (n.skip_resolved_before_delivery if skip_resolved_before_delivery is None
+            else skip_resolved_before_delivery)
+    counts = Notifier(settings, chosen, DeliveredStore(store or n.store_path, n.keep_days),
+                      group=group or n.group, attempts=n.attempts, backoff_s=n.backoff_s,
+                      tiers=tiers or [RetryTier(*t) for t in n.tiers],
+                      dlq_topic=dlq_topic or n.dlq_topic,
+                      skip_resolved_before_delivery=skip,
+                      metrics_port=metrics_port if metrics_port is not None
+                      else n.metrics_port).run(max_idle)
     typer.echo(json.dumps(counts), err=True)
 
 

@@ -46,7 +46,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from confluent_kafka import TopicPartition as TP
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from delaywatch.config.settings import Settings
+from delaywatch.config.settings import NotifierSettings, Settings
 from delaywatch.kafka_io import client_config
 from delaywatch.log import get_logger
 
@@ -75,7 +75,7 @@ class RetryTier:
     attempts: int = 1
 
 
-DEFAULT_TIERS = (RetryTier("alerts.retry.1m", 60.0), RetryTier("alerts.retry.10m", 600.0))
+DEFAULT_TIERS = tuple(RetryTier(*t) for t in NotifierSettings().tiers)
 
 # Headers on retry-tier and alerts.dlq records (values are UTF-8 text; times in epoch ms).
 # The alert record's own headers (dw-source, dw-source-ts) are carried along unchanged.
