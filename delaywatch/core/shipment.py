@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -131,15 +132,30 @@ class ShipmentLogic:
 
     def next_due(self, s: ShipmentState, after: float) -> float | None:
         due = [t for d in self.detectors for t in d.deadlines(s) if t > after]
+        # the moment the order may leave the table: without it an order with no deadline
+        # left would never be looked at again, and state would grow with history
+        leave = self._leaves_at(s)
+        if leave is not None and leave > after:
+            due.append(leave)
         return min(due) if due else None
 
+    @staticmethod
+    def _leaves_at(s: ShipmentState) -> float | None:
+        if s.finished_at is not None:
+            return math.nextafter(s.finished_at + RETENTION_S, math.inf)
+        if s.placed_at is not None:
+            return math.nextafter(s.placed_at + MAX_AGE_S, math.inf)
+        return None
+
     def expired(self, s: ShipmentState, watermark: float) -> bool:
+        if s.placed_at is not None and watermark > s.placed_at + MAX_AGE_S:
+            return True  # the hard cap, open alerts or not
         if s.book.open_kinds():
             return False
         finished = s.finished_at
         if finished is not None:
             return watermark > finished + RETENTION_S
-        return s.placed_at is not None and watermark > s.placed_at + MAX_AGE_S
+        return False
 
     # -- facts -------------------------------------------------------------------------------
     def _apply_order(self, s: ShipmentState, ev: OrderEvent) -> None:

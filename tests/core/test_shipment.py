@@ -372,3 +372,26 @@ def test_late_scans_give_the_same_alerts_however_the_streams_interleave(make_wor
         return [(a.kind, a.status) for a in w.of("O-1")]
 
     assert run(orders_clock_ahead=True) == run(orders_clock_ahead=False)
+
+
+def test_finished_orders_leave_the_table_after_retention(monkeypatch, thresholds):
+    """Bounded state (#5): an order finished longer than the retention ago is deleted (a
+    changelog tombstone) even when none of its deadlines is left to wake it up."""
+    from delaywatch.core import shipment
+    from delaywatch.replay import replay
+    from delaywatch.simulate import simulate
+
+    monkeypatch.setattr(shipment, "RETENTION_S", 86400.0)  # the 7-day world outlives it
+    records, _ = simulate(orders=300, seed=3)
+    topo: list = []
+    replay(records, Settings(), thresholds, flush=False, configure=topo.append)
+    orders = {r["key"] for r in records if r["topic"] == "orders"}
+    left = 0
+    for part in topo[0].shipments:
+        engine = part.engine
+        left += len(engine.states)
+        for ks in engine.states.values():
+            done = ks.data.finished_at
+            if done is not None and not ks.data.book.open_kinds():
+                assert done + 86400.0 >= engine.watermark, ks.key
+    assert left < 0.9 * len(orders), f"{left} of {len(orders)} orders still in state"
