@@ -213,7 +213,7 @@ class Notifier:
         self.counts: dict[str, int] = {
             "delivered": 0, "duplicates": 0, "skipped_resolved": 0, "sink_failures": 0,
             "retried": 0, **{f"retried:{tier.topic}": 0 for tier in self.tiers},
-            "dead_lettered": 0, "handoff_failures": 0, "other_group": 0}
+            "dead_lettered": 0, "handoff_failures": 0, "other_group": 0, "commit_failures": 0}
 
     # -- one record ------------------------------------------------------------------------
     def _try_sink(self, alert: dict[str, Any]) -> str | None:
@@ -412,7 +412,7 @@ class Notifier:
                     continue  # fetched before the pause: read again from the held offset
                 last = time.monotonic()
                 if self.handle(msg):
-                    self.consumer.commit(message=msg, asynchronous=False)
+                    self._commit(msg)
         finally:
             self.consumer.close()
             self.producer.flush(self.ack_timeout_s)
@@ -421,6 +421,18 @@ class Notifier:
                 server.server_close()
         log.info("notifier_stopped", **self.counts)
         return self.counts
+
+    def _commit(self, msg: Any) -> None:
+        """Commit past ``msg``. A commit the broker refuses for now (coordinator moving or
+        loading after a broker restart, a rebalance) is not fatal: the record was handled,
+        and if no later commit covers it, it is read again and deduped."""
+        try:
+            self.consumer.commit(message=msg, asynchronous=False)
+        except KafkaException as exc:
+            self.counts["commit_failures"] += 1
+            log.warning("notifier_commit_failed", topic=msg.topic(), partition=msg.partition(),
+                        offset=msg.offset(), error=str(exc.args[0] if exc.args else exc))
+            time.sleep(0.5)
 
     # -- metrics ---------------------------------------------------------------------------
     def _serve_metrics(self) -> Any:

@@ -51,6 +51,7 @@ def _processing(worker: Any) -> bool:
         errors="replace").splitlines())
 
 
+@pytest.mark.timeout(900)
 def test_ten_kills_lose_nothing_and_the_notifier_delivers_each_alert_once(
         kafka, small_world, make_settings, thresholds, worker_env, start_worker,
         tmp_path: Path):
@@ -123,7 +124,8 @@ def _scrape(base: str) -> dict[str, float]:
         if name in ("delaywatch_events_total", "delaywatch_redelivered_total",
                     "delaywatch_alerts_total", "delaywatch_send_failures_total"):
             totals[name] = totals.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
-    assert totals.get("delaywatch_events_total", 0) > 0, text[:2000]
+    # the final worker may find every record already applied: no event total asserted
+    assert "delaywatch_events_total" in text, text[:2000]
     return totals
 
 
@@ -300,7 +302,7 @@ def test_promotion_burst_keeps_state_and_rss_bounded_and_lag_recovers(
     from delaywatch.kafka_io import committed_lag, input_topics
     from delaywatch.simulate import simulate
 
-    records, _ = simulate(orders=2200, seed=13)
+    records, _ = simulate(orders=5000, seed=13)  # ~129k records: 45 s + 150 s burst + tail
     orders = len({r["key"] for r in records if r["topic"] == "orders"})
     settings = make_settings(partitions=4)
     env = worker_env(kafka, settings)
@@ -310,6 +312,7 @@ def test_promotion_burst_keeps_state_and_rss_bounded_and_lag_recovers(
     normal = 80.0
     producer = RateProducer(settings, records,
                             [(normal, 45.0), (10 * normal, 150.0), (normal, 600.0)])
+    assert len(records) > 45 * normal + 150 * 10 * normal, "too few records for the burst"
     producer.start()
     group = env["DELAYWATCH_WORKER__APP_ID"]
     samples: list[tuple[float, int, float]] = []  # (t, lag, state keys)
