@@ -17,7 +17,10 @@ DLQ_REASONS = (
     "schema_violation",  # wrong type, out of range, too long
     "impossible_timestamp",  # far future, or before the order was placed
     "key_mismatch",  # record key disagrees with the key the payload implies
-    "processing_error",  # the core raised on a valid event
+    "conflicting_duplicate",  # an event_id already received, with other content
+    "processing_error",  # the core raised on a valid event (a permanent error)
+    "retries_exhausted",  # a transient error outlived every retry tier
+    "invalid_retry_record",  # a record on a retry tier without its retry headers
 )
 
 

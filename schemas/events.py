@@ -2,21 +2,45 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic_core import PydanticCustomError
 
 EVENT_SCHEMA_VERSION = 1
+_NUMBER = re.compile(r"[-+]?[0-9]+(\.[0-9]*)?")
+
+
+def _iso_string(value: Any) -> Any:
+    # ISO-8601 strings in JSON only: pydantic would read a bare number, or a string of
+    # digits, as epoch seconds or milliseconds (guessed by size)
+    if isinstance(value, datetime):  # built in Python, not read from the wire
+        return value
+    if not isinstance(value, str) or _NUMBER.fullmatch(value):
+        raise PydanticCustomError("datetime_type", "Input should be an ISO-8601 date-time")
+    return value
+
+
+def _not_a_bool(value: Any) -> Any:
+    # a Literal[1] takes true for 1 (True == 1 in Python)
+    if isinstance(value, bool):
+        raise PydanticCustomError("literal_error", "Input should be 1")
+    return value
 
 
 def _to_utc(value: datetime) -> datetime:
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # year 1 or 9999 with an offset that leaves the calendar in UTC
+        raise PydanticCustomError(
+            "datetime_out_of_range", "Input is outside the calendar once converted to UTC"
+        ) from None
 
 
-# strict: ISO-8601 strings in JSON only (a bare number is not silently read as epoch seconds)
-UtcDatetime = Annotated[AwareDatetime, Field(strict=True), AfterValidator(_to_utc)]
+UtcDatetime = Annotated[AwareDatetime, BeforeValidator(_iso_string), AfterValidator(_to_utc)]
 """An ISO-8601 timestamp that must carry an offset; stored in UTC."""
 
 Id = Annotated[str, Field(min_length=1, max_length=128)]
@@ -26,10 +50,13 @@ AttributeValue = Annotated[str, Field(max_length=256)] | float | int | bool
 
 class _Event(BaseModel):
     # Unknown fields are tolerated and dropped (producers add fields before we do);
-    # frozen because the core shares events between state snapshots.
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    # frozen because the core shares events between state snapshots. NaN and Infinity are
+    # not JSON numbers (and would be stored as null, which the state could not read back).
+    model_config = ConfigDict(extra="ignore", frozen=True, allow_inf_nan=False)
 
-    schema_version: Literal[1] = 1
+    # numbers must be JSON numbers, here and below (strict): true, "2" or "1.5" are wrong
+    # types, not values to coerce
+    schema_version: Annotated[Literal[1], BeforeValidator(_not_a_bool)] = 1
     event_id: Id
     occurred_at: UtcDatetime
 
@@ -45,7 +72,7 @@ class OrderLine(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     sku: Id
-    quantity: int = Field(gt=0, le=100_000)
+    quantity: int = Field(gt=0, le=100_000, strict=True)
 
 
 class Customer(BaseModel):
@@ -72,7 +99,7 @@ class OrderEvent(_Event):
     origin_region: Name | None = None
     destination_region: Name | None = None
     lines: list[OrderLine] = Field(default_factory=list, max_length=500)
-    order_value: float | None = Field(default=None, ge=0)
+    order_value: float | None = Field(default=None, ge=0, strict=True)
     attributes: dict[Annotated[str, Field(max_length=64)], AttributeValue] = Field(
         default_factory=dict, max_length=64
     )
@@ -98,7 +125,7 @@ class InventoryEvent(_Event):
     event_type: InventoryEventType
     warehouse_id: Name
     sku: Id
-    quantity: int = Field(ge=-10_000_000, le=10_000_000)
+    quantity: int = Field(ge=-10_000_000, le=10_000_000, strict=True)
     source: Literal["wms", "oms"]
     order_id: Id | None = None
 

@@ -19,6 +19,8 @@ EVENT_MODELS: dict[str, type[BaseModel]] = {
 MAX_PAYLOAD_BYTES = 256 * 1024
 _EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 _LATEST = datetime(2100, 1, 1, tzinfo=UTC)
+_TIMESTAMPS = {"orders": ("occurred_at", "promised_at"), "inventory": ("occurred_at",),
+               "scans": ("occurred_at", "carrier_eta")}
 
 
 class DecodeError(Exception):
@@ -39,6 +41,8 @@ def _classify(err: ValidationError) -> tuple[str, str]:
         return "unknown_enum", f"{where}: {first['msg']} (got {first.get('input')!r:.80})"
     if kind == "json_invalid":
         return "invalid_json", f"invalid JSON: {first['msg']}"
+    if kind == "datetime_out_of_range":
+        return "impossible_timestamp", f"{where}: {first['msg']} (got {first.get('input')!r:.80})"
     return "schema_violation", f"{where}: {first['msg']}"
 
 
@@ -94,9 +98,12 @@ def decode(role: str, raw: bytes | None, key: str | bytes | None,
         raise DecodeError(reason, message, _event_id(raw)) from None
     event_id = event.event_id  # type: ignore[attr-defined]
     occurred: datetime = event.occurred_at  # type: ignore[attr-defined]
-    if not _EARLIEST <= occurred < _LATEST:
-        raise DecodeError("impossible_timestamp", f"occurred_at {occurred.isoformat()} is out of "
-                          "range", event_id)
+    # every timestamp: a promise in 1970 is broken at once, an ETA in 9999 never comes
+    for name in _TIMESTAMPS[role]:
+        when: datetime | None = getattr(event, name)
+        if when is not None and not _EARLIEST <= when < _LATEST:
+            raise DecodeError("impossible_timestamp", f"{name} {when.isoformat()} is out of "
+                              "range", event_id)
     if received_ms is not None and occurred.timestamp() > received_ms / 1000 + max_future_s:
         ahead_h = (occurred.timestamp() - received_ms / 1000) / 3600
         raise DecodeError("impossible_timestamp", f"occurred_at {occurred.isoformat()} is "

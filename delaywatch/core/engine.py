@@ -28,6 +28,7 @@ effective time equal to it and must still be sorted among its ties.
 from __future__ import annotations
 
 import bisect
+import hashlib
 import heapq
 import importlib
 import math
@@ -44,6 +45,7 @@ __all__ = [
     "KeyedLogic",
     "Pending",
     "Rejected",
+    "fingerprint",
 ]
 
 S = TypeVar("S")
@@ -114,6 +116,15 @@ class KeyState(Generic[S]):
     pending: list[Pending] = field(default_factory=list)
     seen: dict[str, float] = field(default_factory=dict)  # event_id -> occurred_at
     due: float | None = None  # next deadline the logic asked for
+    # event_id -> fingerprint of its content, for ids ingested with one (input events)
+    prints: dict[str, int] = field(default_factory=dict)
+
+
+def fingerprint(event: BaseModel) -> int:
+    """What a validated event says (not how its bytes said it: key order, offsets of its
+    timestamps, ignored fields and the excluded PII do not count), stable across processes."""
+    digest = hashlib.blake2b(event.model_dump_json().encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big")
 
 
 class KeyedLogic(Protocol[S]):
@@ -183,8 +194,10 @@ class Engine(Generic[S]):
     # -- input ------------------------------------------------------------------------
     def ingest(
         self, stream: str, key: str, event: Any, event_id: str, occurred_at: float,
-        origin: Any = None,
+        origin: Any = None, content: int | None = None,
     ) -> list[Any]:
+        """``content``: the event's :func:`fingerprint`. A re-sent event (same id, same
+        content) is absorbed; the same id with other content is refused."""
         # No "too far ahead" check here: a stream with a real gap would reject everything
         # after it. The edge checks occurred_at against the record's own timestamp.
         clock = self.clocks.get(stream, NEG_INF)
@@ -204,14 +217,22 @@ class Engine(Generic[S]):
             self.states[key] = ks
         seen = ks.seen
         if event_id in seen:
+            first = ks.prints.get(event_id)
+            if content is not None and first is not None and first != content:
+                return [Rejected("conflicting_duplicate", f"event_id {event_id!r} was already "
+                                 "received with other content: the first one counts",
+                                 event_id)]
             self.duplicates += 1
             return []
         seen[event_id] = occurred_at
+        if content is not None:
+            ks.prints[event_id] = content
         if len(seen) % SEEN_LIMIT == 0:
             # Forget ids older than the max_past horizon: their duplicates are rejected above.
             horizon = max(seen.values()) - self.max_past_s
             for old in [e for e, t in seen.items() if t < horizon]:
                 del seen[old]
+                ks.prints.pop(old, None)
 
         if stream in self.side_streams:
             # just under the watermark: applied now, after everything already applied
@@ -298,6 +319,8 @@ class Engine(Generic[S]):
             if clock > self.clocks.get(stream, NEG_INF):
                 self.clocks[stream] = clock
         for ks in states:
+            if not hasattr(ks, "prints"):  # pickled by a worker that kept no fingerprints
+                ks.prints = {}
             self.states[ks.key] = ks
             self._schedule(ks)
 

@@ -9,6 +9,7 @@ exactly the per-partition event order (and hence the watermarks) of a live run.
 from __future__ import annotations
 
 import base64
+import contextlib
 import math
 import pickle
 from collections.abc import Iterator
@@ -24,8 +25,8 @@ from aiokafka.partitioner import murmur2
 
 from delaywatch.config.settings import Settings
 from delaywatch.config.thresholds import Thresholds
-from delaywatch.core.decode import DecodeError, decode
-from delaywatch.core.engine import Engine, Forward, Rejected
+from delaywatch.core.decode import MAX_PAYLOAD_BYTES, DecodeError, decode
+from delaywatch.core.engine import Engine, Forward, Rejected, fingerprint
 from delaywatch.core.shipment import NOTICES, ORDERS, SCANS, ShipmentLogic
 from delaywatch.core.state import ShipmentState, StockState
 from delaywatch.core.stock import INVENTORY, StockLogic, lines_stream
@@ -61,13 +62,26 @@ def dead_letter(
     reason: str, error: str, stage: str, source: SourceRef, raw: bytes | None,
     event_id: str | None = None, at: datetime | None = None,
 ) -> DeadLetter:
+    """The DLQ record of ``raw``; it always fits a Kafka record (1 MB by default) with room
+    to spare: the payload is kept as text when that is readable and small, else base64
+    (4/3 of its size: JSON writes a control character in 6 bytes), and a payload refused
+    for its size is kept cut to the size limit."""
     raw = raw or b""
+    error = error[:2000]
+    if len(raw) > MAX_PAYLOAD_BYTES:
+        error = (f"{error[:1900]} (payload cut to its first {MAX_PAYLOAD_BYTES} of "
+                 f"{len(raw)} bytes)")
+        raw = raw[:MAX_PAYLOAD_BYTES]
     try:
-        payload, encoding = raw.decode("utf-8"), "utf-8"
+        text: str | None = raw.decode("utf-8")
     except UnicodeDecodeError:
+        text = None
+    if text is not None and len(orjson.dumps(text)) <= 4 * len(raw) // 3 + 4:
+        payload, encoding = text, "utf-8"
+    else:
         payload, encoding = base64.b64encode(raw).decode("ascii"), "base64"
     return DeadLetter(
-        reason=reason, error=error[:2000], stage=stage,
+        reason=reason, error=error, stage=stage,
         source=source, payload=payload, payload_encoding=encoding,
         event_id=event_id, first_failure_at=at, last_failure_at=at,
     )
@@ -103,7 +117,7 @@ class ShipmentPartition:
     def on_event(self, role: str, event: Any, origin: Any = None) -> list[Any]:
         stream = ORDERS if role == "orders" else SCANS
         return self.engine.ingest(stream, event.order_id, event, event.event_id,
-                                  event.occurred_at.timestamp(), origin)
+                                  event.occurred_at.timestamp(), origin, fingerprint(event))
 
     def on_notice(self, notice: StockNotice) -> list[Any]:
         return self.engine.ingest(NOTICES, notice.order_id, notice, notice.notice_id,
@@ -126,7 +140,7 @@ class StockPartition:
 
     def on_inventory(self, event: Any) -> list[Any]:
         return self.engine.ingest(INVENTORY, event.stock_key, event, event.event_id,
-                                  event.occurred_at.timestamp())
+                                  event.occurred_at.timestamp(), content=fingerprint(event))
 
     def on_line(self, msg: dict[str, Any]) -> list[Any]:
         stream = lines_stream(int(msg["origin"]))
@@ -241,8 +255,11 @@ class Topology:
     def _dlq(self, reason: str, error: str, stage: str, source: SourceRef, raw: bytes | None,
              event_id: str | None) -> DeadLetter:
         self.stats.dlq_by_reason[reason] = self.stats.dlq_by_reason.get(reason, 0) + 1
-        at = (datetime.fromtimestamp(source.timestamp_ms / 1000, UTC)
-              if source.timestamp_ms is not None else None)
+        at = None
+        # a record time no calendar holds leaves the failure time out, not the dead letter
+        with contextlib.suppress(OverflowError, ValueError, OSError):
+            if source.timestamp_ms is not None:
+                at = datetime.fromtimestamp(source.timestamp_ms / 1000, UTC)
         return dead_letter(reason, error, stage, source, raw, event_id, at)
 
     @property

@@ -182,3 +182,60 @@ def test_key_mismatch(role, key, payload) -> None:
     assert err.reason == "key_mismatch"
     assert repr(VALID[role][1]) in err.message
     assert err.event_id == VALID[role][0]["event_id"]
+
+
+# -- found by the bad input fuzz (tests/core/test_fuzz_core.py) --------------------------------
+@pytest.mark.parametrize("role, field", [
+    ("orders", "occurred_at"), ("orders", "promised_at"), ("scans", "carrier_eta"),
+])
+@pytest.mark.parametrize("when", ["9999-12-31T23:59:59-23:59", "0001-01-01T00:00:00+14:00"])
+def test_timestamp_that_leaves_the_calendar_in_utc_is_impossible_not_a_crash(
+        role, field, when, payload) -> None:
+    # was: OverflowError out of decode (a crashed replay, a processing_error live)
+    err = rejected(role, payload(role, **{field: when}), VALID[role][1])
+    assert err.reason == "impossible_timestamp"
+    assert err.message.startswith(f"{field}: ") and when in err.message
+
+
+@pytest.mark.parametrize("role, field, when", [
+    ("orders", "promised_at", "1970-01-01T00:00:00Z"),  # was: promise_broken at once
+    ("orders", "promised_at", "0001-01-02T00:00:00Z"),  # was: ValueError in the core
+    ("scans", "carrier_eta", "9999-12-31T00:00:00Z"),  # was: promise_at_risk forever
+    ("scans", "carrier_eta", "2100-01-01T00:00:00Z"),
+])
+def test_every_timestamp_of_an_event_is_range_checked(role, field, when, payload) -> None:
+    err = rejected(role, payload(role, **{field: when}), VALID[role][1])
+    assert err.reason == "impossible_timestamp"
+    assert err.message.startswith(f"{field} ") and "out of range" in err.message
+
+
+@pytest.mark.parametrize("role, changes, where", [
+    ("inventory", {"quantity": True}, "quantity"),
+    ("inventory", {"quantity": "40"}, "quantity"),
+    ("orders", {"lines": [{"sku": "SKU-1", "quantity": True}]}, "lines.0.quantity"),
+    ("orders", {"lines": [{"sku": "SKU-1", "quantity": "2"}]}, "lines.0.quantity"),
+    ("orders", {"order_value": True}, "order_value"),
+    ("orders", {"order_value": "1.5"}, "order_value"),
+    ("orders", {"occurred_at": "1714525200"}, "occurred_at"),
+    ("scans", {"carrier_eta": "1714525200000"}, "carrier_eta"),
+], ids=["bool_quantity", "text_quantity", "bool_line_quantity", "text_line_quantity",
+        "bool_value", "text_value", "epoch_seconds_text", "epoch_ms_text"])
+def test_wrong_json_types_are_not_coerced(role, changes, where, payload) -> None:
+    err = rejected(role, payload(role, **changes), VALID[role][1])
+    assert err.reason == "schema_violation"
+    assert err.message.startswith(f"{where}: ")
+
+
+@pytest.mark.parametrize("raw", [
+    b'"order_value": NaN', b'"order_value": Infinity', b'"attributes": {"a": NaN}',
+    b'"attributes": {"a": -Infinity}', b'"attributes": {"a": 1e400}',
+])
+def test_non_finite_numbers_are_a_schema_violation(raw, payload) -> None:
+    err = rejected("orders", payload()[:-1] + b"," + raw + b"}")
+    assert err.reason == "schema_violation"
+
+
+def test_schema_version_true_is_not_1(payload) -> None:
+    err = rejected("orders", payload(schema_version=True))
+    assert err.reason == "unknown_enum"
+    assert err.message.startswith("schema_version: ")

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from delaywatch.core.engine import Engine, KeyState
+from delaywatch.core.engine import Engine, KeyState, fingerprint
 
 LATENESS = 10.0
 END = 1e9  # a watermark past every event and deadline of these tests
@@ -264,6 +264,47 @@ def test_duplicate_event_id_is_absorbed_and_counted(make_engine) -> None:
     assert engine.duplicates == 2
     out = drive(engine, 1000.0)
     assert sorted(o[:2] for o in out) == [("k", "event"), ("other", "event")]
+
+
+def test_same_event_id_with_other_content_is_refused_and_the_first_counts(make_engine) -> None:
+    engine = make_engine()
+    assert engine.ingest("a", "k", "first", "a1", 100.0, content=1) == []
+    assert engine.ingest("a", "k", "resent", "a1", 100.0, content=1) == []  # a re-send
+    [refused] = engine.ingest("a", "k", "other", "a1", 100.0, content=2)
+    assert (refused.reason, refused.event_id) == ("conflicting_duplicate", "a1")
+    assert "already received with other content" in refused.error
+    assert engine.ingest("a", "k", "unprinted", "a1", 100.0) == []  # no content: absorbed
+    assert engine.duplicates == 2
+    assert drive(engine, 1000.0) == [("k", "event", "first", 100.0)]
+
+
+def test_state_pickled_before_fingerprints_is_restored_and_absorbs_resends(make_engine) -> None:
+    before = make_engine()
+    before.ingest("a", "k", "e", "a1", 100.0, content=1)
+    changed, _ = before.take_changes()
+    old = changed["k"]
+    del old.prints  # what a worker without fingerprints wrote to the changelog
+    after = make_engine()
+    after.restore([pickle.loads(pickle.dumps(old))], dict(before.clocks))
+    assert after.ingest("a", "k", "e", "a1", 100.0, content=2) == []  # nothing to compare
+    assert after.duplicates == 1
+    assert after.ingest("a", "k", "e2", "a2", 101.0, content=3) == []
+    assert after.states["k"].prints == {"a2": 3}
+
+
+def test_fingerprint_is_what_the_event_says_not_how_its_bytes_say_it() -> None:
+    from delaywatch.schemas.events import OrderEvent
+
+    def order(**changes: Any) -> OrderEvent:
+        fields = {"event_id": "e1", "occurred_at": "2026-05-20T09:00:00+09:00",
+                  "event_type": "order_placed", "order_id": "O-1",
+                  "customer": {"name": "Hong Gildong"}, **changes}
+        return OrderEvent.model_validate(fields)
+
+    same = order(occurred_at="2026-05-20T00:00:00Z", customer={"name": "Other"}, extra=1)
+    assert fingerprint(order()) == fingerprint(same)
+    assert fingerprint(order()) != fingerprint(order(event_type="order_cancelled"))
+    assert fingerprint(order()) != fingerprint(order(occurred_at="2026-05-20T09:00:01+09:00"))
 
 
 def test_a_quiet_stream_is_never_stuck(make_engine) -> None:
