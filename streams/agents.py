@@ -514,7 +514,9 @@ class Agents:
         log.warning("dead_letter", reason=reason, topic=source.topic,
                     partition=source.partition, offset=source.offset, event_id=event_id,
                     attempts=record.attempts)
-        out.add(self.topics.dlq, key=source.key, value=record.model_dump_json().encode())
+        # a hostile key may be huge: the DLQ record keeps it whole, its Kafka key is cut
+        key = source.key[:1024] if source.key else source.key
+        out.add(self.topics.dlq, key=key, value=record.model_dump_json().encode())
 
 
 def define_agents(app: faust.App, settings: Settings, thresholds: Thresholds, topics: Topics,
