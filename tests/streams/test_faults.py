@@ -302,14 +302,14 @@ def test_promotion_burst_keeps_state_and_rss_bounded_and_lag_recovers(
     from delaywatch.kafka_io import committed_lag, input_topics
     from delaywatch.simulate import simulate
 
-    records, _ = simulate(orders=5000, seed=13)  # ~129k records: 45 s + 150 s burst + tail
+    records, _ = simulate(orders=5000, seed=13)  # ~97k records: 45 s + 150 s burst + tail
     orders = len({r["key"] for r in records if r["topic"] == "orders"})
     settings = make_settings(partitions=4)
     env = worker_env(kafka, settings)
     create_all_topics(settings)
     worker = start_worker(env)
     base = worker.metrics_url()
-    normal = 80.0
+    normal = 60.0
     producer = RateProducer(settings, records,
                             [(normal, 45.0), (10 * normal, 150.0), (normal, 600.0)])
     assert len(records) > 45 * normal + 150 * 10 * normal, "too few records for the burst"
