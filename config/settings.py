@@ -87,6 +87,9 @@ class WorkerSettings(BaseModel):
     batch_size: int = Field(500, ge=1)
     batch_within_s: float = Field(0.05, gt=0)
     broker_session_timeout_s: float = 30.0
+    # a produce request unanswered this long fails and the outbox sends it again (Faust's
+    # default, 20 min, left a worker waiting silently after a broker stall)
+    producer_request_timeout_s: float = Field(30.0, gt=0)
     # Prometheus /metrics and /health on 127.0.0.1:<port> (streams/metrics.py); None: off,
     # 0: a free port (logged as ``metrics_serving``)
     metrics_port: int | None = Field(None, ge=0, le=65535)

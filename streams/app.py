@@ -48,6 +48,7 @@ def create_app(settings: Settings) -> faust.App:
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
         broker_commit_interval=w.commit_interval_s,
+        producer_request_timeout=w.producer_request_timeout_s,
         broker_session_timeout=w.broker_session_timeout_s,
         broker_heartbeat_interval=max(1.0, w.broker_session_timeout_s / 10),
         # Faust binds its web server to 0.0.0.0:6066 even when it is disabled.
