@@ -273,6 +273,15 @@ class Agents:
             async with engines.lock:
                 engines.reset()
 
+    @staticmethod
+    async def _settle(engines: PartitionEngines, partitions: Any, out: Outbox) -> int:
+        """The order of effects (module docstring): what was decided reaches the broker,
+        then the state of ``partitions`` that records it; the bytes of state written."""
+        await out.deliver()
+        written = sum(engines.write_back(p, out) for p in partitions)
+        await out.deliver()
+        return written
+
     # -- operations --------------------------------------------------------------------------
     async def _measure_lag(self) -> None:
         """Consumer lag per input partition: the high-water mark the consumer last fetched
@@ -329,9 +338,7 @@ class Agents:
                     self._process(source, event.value,
                                   partial(handle, part, role, source, event.value), out)
                     touched.add(msg.partition)
-                await out.deliver()
-                written = sum(engines.write_back(p, out) for p in touched)
-                await out.deliver()
+                written = await self._settle(engines, touched, out)
                 m = self.metrics
                 m.batch_seconds.labels(engines.kind).observe(time.perf_counter() - started)
                 m.state_bytes.labels(engines.kind).set(written)
@@ -369,9 +376,7 @@ class Agents:
                         outputs = part.engine.advance_to(max(clocks.values()) + idle_for)
                         self._emit(outputs, SourceRef(topic="<idle-advance>", partition=p),
                                    None, out)
-                        await out.deliver()
-                        engines.write_back(p, out)
-                        await out.deliver()
+                        await self._settle(engines, [p], out)
 
         return advance_idle_watermarks
 
@@ -474,9 +479,7 @@ class Agents:
                 out = Outbox(self.metrics)
                 self._process(info.source, msg.value,
                               partial(handle, part, role, info.source, msg.value), out, info)
-                await out.deliver()
-                engines.write_back(p, out)
-                await out.deliver()
+                await self._settle(engines, [p], out)
 
     def _emit(self, outputs: list[Any], source: SourceRef, value: Any, out: Outbox) -> None:
         origin_ms = source.timestamp_ms
