@@ -143,6 +143,8 @@ def replay(
                            offset=offset, timestamp_ms=rec.get("ts"), key=key)
         for out in topo.feed(role, key, raw, source):
             result.add(out)
+    for out in topo.heartbeats():  # what a live worker sends after its last batch
+        result.add(out)
     if flush:
         for out in topo.flush():
             result.add(out)

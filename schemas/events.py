@@ -161,7 +161,8 @@ class StockNotice(BaseModel):
     """Internal: the stock table tells an order that one of its lines is short.
 
     Travels on ``delaywatch.stock-notices`` keyed by order_id, so it lands on the partition
-    that owns the order's shipment state.
+    that owns the order's shipment state. The topic also carries each stock partition's
+    heartbeats (``{"kind": "heartbeat", "origin": q, "clock": epoch_s}``) to every partition.
     """
 
     model_config = ConfigDict(extra="ignore", frozen=True)
@@ -172,3 +173,4 @@ class StockNotice(BaseModel):
     sku: Id
     shortfall: int
     occurred_at: UtcDatetime
+    origin: int = Field(0, ge=0)  # the stock partition that decided it

@@ -11,18 +11,20 @@ an event later than the allowed lateness is ordered at the moment its own stream
 Because that depends only on the order *within* one stream, which Kafka preserves, every run
 orders the events of a key the same way, however the streams are interleaved.
 
-The **watermark** is ``min(clock of each gating stream) - allowed_lateness``. No event of a
-gating stream can arrive later with an effective time below it, so everything up to the
-watermark is final: events wait in their key's ``pending`` list and are applied in
-(effective time, stream rank, event_id) order, interleaved with the deadlines the logic asks
-for. A deadline therefore fires exactly when the event clock passes it, in live mode and in a
-replay of last month alike.
-
-Side streams (e.g. stock notices) do not gate the watermark; they are applied at once, at
-``max(occurred_at, watermark)``, so logic fed by them must not depend on their position.
+The **watermark** is ``min(clock - lateness)`` over the streams; the lateness is
+``allowed_lateness`` unless a stream has its own (an internal stream whose events never run
+behind its clock, e.g. stock notices, has 0). No event can arrive later with an effective
+time below it, so everything up to the watermark is final: events wait in their key's
+``pending`` list and are applied in (effective time, key, stream rank, event_id) order across
+all keys, interleaved with the deadlines the logic asks for. A deadline therefore fires
+exactly when the event clock passes it, and every item is applied in the same global order
+however far each call moves the watermark -- in live mode, after a crash, and in a replay of
+last month alike (which matters to learned models shared by all keys).
 
 Items are applied strictly *before* the watermark: a late event of the slowest stream gets an
-effective time equal to it and must still be sorted among its ties.
+effective time equal to it and must still be sorted among its ties. Only an outside clock
+(:meth:`Engine.advance_to`: idle input, end of a file) can move the watermark past a stream's
+clock; an event that arrives behind it then is applied just under it, after what was applied.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import hashlib
 import heapq
 import importlib
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -153,16 +155,18 @@ class Engine(Generic[S]):
         logic: KeyedLogic[S],
         *,
         gating_streams: Sequence[str],
-        side_streams: Sequence[str] = (),
         allowed_lateness_s: float = 1800.0,
         max_past_s: float = 2 * 86400.0,
+        lateness: Mapping[str, float] | None = None,
     ) -> None:
         self.logic = logic
         self.gating_streams = tuple(gating_streams)
-        self.side_streams = tuple(side_streams)
         self.allowed_lateness_s = allowed_lateness_s
         self.max_past_s = max_past_s
-        self.rank = {s: i for i, s in enumerate((*self.gating_streams, *self.side_streams))}
+        # per stream: how far behind its clock an event may be and keep its own time
+        self.lateness = {s: allowed_lateness_s for s in self.gating_streams}
+        self.lateness.update(lateness or {})
+        self.rank = {s: i for i, s in enumerate(self.gating_streams)}
         self.clocks: dict[str, float] = {}
         self.states: dict[str, KeyState[S]] = {}
         self.dirty: set[str] = set()
@@ -177,14 +181,13 @@ class Engine(Generic[S]):
     def watermark(self) -> float:
         clocks = self.clocks
         low = math.inf
-        for stream in self.gating_streams:
+        for stream, lateness in self.lateness.items():
             clock = clocks.get(stream)
             if clock is None:
                 low = NEG_INF
                 break
-            low = min(low, clock)
-        wm = low - self.allowed_lateness_s if low > NEG_INF else NEG_INF
-        return max(wm, self._forced_watermark)
+            low = min(low, clock - lateness)
+        return max(low, self._forced_watermark)
 
     def advance_to(self, watermark: float) -> list[Any]:
         """Let the watermark follow an outside clock (live mode, idle input only)."""
@@ -211,6 +214,11 @@ class Engine(Generic[S]):
                     event_id,
                 )
             ]
+        # The stream's clock moves with every record it delivers, re-sent ones too: after a
+        # crash, state may already hold events whose partition clock was not yet written,
+        # and their re-delivery must bring the clock where the first delivery had it.
+        if occurred_at > clock:
+            self.clocks[stream] = occurred_at
         ks = self.states.get(key)
         if ks is None:
             ks = KeyState(key, self.logic.new_state(key))
@@ -221,9 +229,9 @@ class Engine(Generic[S]):
             if content is not None and first is not None and first != content:
                 return [Rejected("conflicting_duplicate", f"event_id {event_id!r} was already "
                                  "received with other content: the first one counts",
-                                 event_id)]
+                                 event_id), *self._run(self.watermark)]
             self.duplicates += 1
-            return []
+            return self._run(self.watermark)
         seen[event_id] = occurred_at
         if content is not None:
             ks.prints[event_id] = content
@@ -234,13 +242,10 @@ class Engine(Generic[S]):
                 del seen[old]
                 ks.prints.pop(old, None)
 
-        if stream in self.side_streams:
-            # just under the watermark: applied now, after everything already applied
-            eff = max(occurred_at, math.nextafter(self.watermark, NEG_INF))
-        else:
-            eff = max(occurred_at, clock - self.allowed_lateness_s)
-            if occurred_at > clock:
-                self.clocks[stream] = occurred_at
+        eff = max(occurred_at, clock - self.lateness.get(stream, self.allowed_lateness_s))
+        if self._forced_watermark > eff:
+            # behind an outside clock: just under the watermark, after what was applied
+            eff = max(eff, math.nextafter(self.watermark, NEG_INF))
         outputs = self.logic.on_receipt(ks.data, stream, event, self.clocks)
         bisect.insort(ks.pending,
                       Pending(eff, self.rank.get(stream, 99), event_id, stream, event, origin))
@@ -270,6 +275,8 @@ class Engine(Generic[S]):
             heapq.heappush(self._heap, (nxt, ks.key))
 
     def _run(self, wm: float) -> list[Any]:
+        """Apply everything before ``wm``, in (time, key) order across keys: one item per
+        turn, then the key goes back into the heap at its next item's time."""
         outputs: list[Any] = []
         heap = self._heap
         while heap and heap[0][0] < wm:
@@ -278,8 +285,9 @@ class Engine(Generic[S]):
                 continue  # superseded entry
             del self._scheduled[key]
             ks = self.states[key]
-            outputs.extend(self._run_key(ks, wm))
-            if self.logic.expired(ks.data, wm) and not ks.pending:
+            outputs.extend(self._step_key(ks, wm))
+            if (not ks.pending and (ks.due is None or ks.due >= wm)
+                    and self.logic.expired(ks.data, wm)):
                 del self.states[key]
                 self.dirty.discard(key)
                 self.deleted.add(key)
@@ -287,28 +295,28 @@ class Engine(Generic[S]):
             self._schedule(ks)
         return outputs
 
-    def _run_key(self, ks: KeyState[S], wm: float) -> list[Any]:
+    def _step_key(self, ks: KeyState[S], wm: float) -> list[Any]:
+        """Apply the key's next item (event or deadline) if it lies before ``wm``."""
         outputs: list[Any] = []
         logic = self.logic
-        while True:
-            next_ev = ks.pending[0].eff if ks.pending else math.inf
-            next_due = ks.due if ks.due is not None else math.inf
-            at = min(next_ev, next_due)
-            # Strictly before the watermark: a late event of the slowest stream gets an
-            # effective time *equal* to the watermark, and must still be sorted among its ties.
-            if at >= wm:
-                break
-            if next_ev <= next_due:
-                p = ks.pending.pop(0)
-                for out in logic.apply(ks.data, p.stream, p.event, p.eff):
-                    if isinstance(out, Rejected):
-                        out = replace(out, origin=p.origin, event=p.event)
-                    outputs.append(out)
-                # a deadline at exactly this time is still due (events at t go first)
-                ks.due = logic.next_due(ks.data, math.nextafter(at, NEG_INF))
-            else:
-                outputs.extend(logic.on_time(ks.data, next_due))
-                ks.due = logic.next_due(ks.data, at)
+        next_ev = ks.pending[0].eff if ks.pending else math.inf
+        next_due = ks.due if ks.due is not None else math.inf
+        at = min(next_ev, next_due)
+        # Strictly before the watermark: a late event of the slowest stream gets an
+        # effective time *equal* to the watermark, and must still be sorted among its ties.
+        if at >= wm:
+            return outputs
+        if next_ev <= next_due:
+            p = ks.pending.pop(0)
+            for out in logic.apply(ks.data, p.stream, p.event, p.eff):
+                if isinstance(out, Rejected):
+                    out = replace(out, origin=p.origin, event=p.event)
+                outputs.append(out)
+            # a deadline at exactly this time is still due (events at t go first)
+            ks.due = logic.next_due(ks.data, math.nextafter(at, NEG_INF))
+        else:
+            outputs.extend(logic.on_time(ks.data, next_due))
+            ks.due = logic.next_due(ks.data, at)
         self.dirty.add(ks.key)
         return outputs
 

@@ -25,9 +25,10 @@ from aiokafka.partitioner import murmur2
 
 from delaywatch.config.settings import Settings
 from delaywatch.config.thresholds import Thresholds
+from delaywatch.core.alerts import ts_to_dt
 from delaywatch.core.decode import MAX_PAYLOAD_BYTES, DecodeError, decode
 from delaywatch.core.engine import Engine, Forward, Rejected, fingerprint
-from delaywatch.core.shipment import NOTICES, ORDERS, SCANS, ShipmentLogic
+from delaywatch.core.shipment import ORDERS, SCANS, ShipmentLogic
 from delaywatch.core.state import ShipmentState, StockState
 from delaywatch.core.stock import INVENTORY, StockLogic, lines_stream
 from delaywatch.models.checkpoint import ModelSet
@@ -44,6 +45,7 @@ __all__ = [
     "Topology",
     "dead_letter",
     "make_models",
+    "notices_stream",
     "partition_for",
     "rejected_source",
 ]
@@ -98,8 +100,20 @@ def rejected_source(out: Rejected, source: SourceRef, raw: bytes | None
     return out.origin, payload
 
 
+def notices_stream(origin: int) -> str:
+    """Stock notices from stock partition ``origin`` form one ordered stream."""
+    return f"notices:{origin}"
+
+
 class ShipmentPartition:
-    """Shipment table of one partition: orders + carrier scans (+ stock notices)."""
+    """Shipment table of one partition: orders + carrier scans + stock notices.
+
+    Notices gate the watermark like the shipment topics: a notice is applied at the event
+    time the stock partition decided it, not when it happens to arrive, so an order's stage
+    when it learns of a shortage is the same in every run. Each stock partition's notices
+    are one stream whose clock its heartbeats carry (its watermark: every later notice is
+    dated at or after it), hence lateness 0.
+    """
 
     def __init__(self, settings: Settings, thresholds: Thresholds, partition: int,
                  risk: RiskDetector | None = None) -> None:
@@ -108,10 +122,11 @@ class ShipmentPartition:
             thresholds, partition=partition, stock_partitions=settings.topics.partitions,
             heartbeat_s=settings.time.heartbeat_s, risk=risk,
         )
+        notices = [notices_stream(q) for q in range(settings.topics.partitions)]
         self.engine: Engine[ShipmentState] = Engine(
-            self.logic, gating_streams=(ORDERS, SCANS), side_streams=(NOTICES,),
+            self.logic, gating_streams=(ORDERS, SCANS, *notices),
             allowed_lateness_s=settings.time.allowed_lateness_s,
-            max_past_s=settings.time.max_past_s,
+            max_past_s=settings.time.max_past_s, lateness=dict.fromkeys(notices, 0.0),
         )
 
     def on_event(self, role: str, event: Any, origin: Any = None) -> list[Any]:
@@ -119,35 +134,73 @@ class ShipmentPartition:
         return self.engine.ingest(stream, event.order_id, event, event.event_id,
                                   event.occurred_at.timestamp(), origin, fingerprint(event))
 
-    def on_notice(self, notice: StockNotice) -> list[Any]:
-        return self.engine.ingest(NOTICES, notice.order_id, notice, notice.notice_id,
-                                  notice.occurred_at.timestamp())
+    def on_notice(self, raw: bytes) -> list[Any]:
+        """A record of the stock-notices topic: a notice or a stock partition's heartbeat."""
+        msg = orjson.loads(raw)
+        if isinstance(msg, dict) and msg.get("kind") == "heartbeat":
+            return self.engine.observe_clock(notices_stream(int(msg["origin"])),
+                                             float(msg["clock"]))
+        notice = StockNotice.model_validate_json(raw)
+        return self.engine.ingest(notices_stream(notice.origin), notice.order_id, notice,
+                                  notice.notice_id, notice.occurred_at.timestamp())
 
 
 class StockPartition:
     """Stock table of one partition: inventory events + re-keyed order lines."""
 
     def __init__(self, settings: Settings, thresholds: Thresholds, partition: int,
-                 models: StockModels | None = None) -> None:
+                 models: StockModels | None = None, heartbeat_s: float | None = None) -> None:
+        """``heartbeat_s``: tell the shipment partitions our watermark whenever it moved this
+        far (event time) since we last did (replay); None: the caller asks for heartbeats
+        with :meth:`heartbeats` (the worker, once its notices are on the broker)."""
         self.partition = partition
-        n = settings.topics.partitions
+        self.n = n = settings.topics.partitions
         self.engine: Engine[StockState] = Engine(
-            StockLogic(thresholds, models=models),
+            StockLogic(thresholds, models=models, partition=partition),
             gating_streams=(INVENTORY, *(lines_stream(q) for q in range(n))),
             allowed_lateness_s=settings.time.allowed_lateness_s,
             max_past_s=settings.time.max_past_s,
         )
+        self.heartbeat_s = heartbeat_s
+        self.last_heartbeat = -math.inf
 
     def on_inventory(self, event: Any) -> list[Any]:
-        return self.engine.ingest(INVENTORY, event.stock_key, event, event.event_id,
-                                  event.occurred_at.timestamp(), content=fingerprint(event))
+        out = self.engine.ingest(INVENTORY, event.stock_key, event, event.event_id,
+                                 event.occurred_at.timestamp(), content=fingerprint(event))
+        return self._with_heartbeats(out)
 
     def on_line(self, msg: dict[str, Any]) -> list[Any]:
         stream = lines_stream(int(msg["origin"]))
         if msg["kind"] == "heartbeat":
-            return self.engine.observe_clock(stream, float(msg["clock"]))
+            return self._with_heartbeats(self.engine.observe_clock(stream, float(msg["clock"])))
         key = f"{msg['warehouse_id']}:{msg['sku']}"
-        return self.engine.ingest(stream, key, msg, msg["event_id"], float(msg["occurred_at"]))
+        return self._with_heartbeats(
+            self.engine.ingest(stream, key, msg, msg["event_id"], float(msg["occurred_at"])))
+
+    def heartbeats(self, min_step_s: float = 0.0) -> list[Forward]:
+        """Our watermark to every shipment partition, if it moved ``min_step_s`` since the
+        last time. Every notice decided later is dated at or after it (items are applied
+        from the watermark on); sent only after the notices decided before it."""
+        engine = self.engine
+        wm = engine.watermark
+        if INVENTORY not in engine.clocks:
+            # No inventory yet (a shop may have no inventory feed at all): no line can be
+            # short before a stock level is known, so delay alerts need not wait for it.
+            wm = max(wm, min(engine.clocks.get(s, -math.inf) - engine.lateness[s]
+                             for s in engine.gating_streams if s != INVENTORY))
+        if wm == -math.inf or wm == math.inf or wm - self.last_heartbeat <= min_step_s:
+            return []
+        self.last_heartbeat = wm
+        # the same rounding to microseconds as a notice's occurred_at, so none sorts below
+        clock = ts_to_dt(wm).timestamp()
+        return [Forward("stock_notices", None, {
+            "kind": "heartbeat", "origin": self.partition, "clock": clock}, partition=p)
+            for p in range(self.n)]
+
+    def _with_heartbeats(self, out: list[Any]) -> list[Any]:
+        if self.heartbeat_s is not None:
+            out.extend(self.heartbeats(self.heartbeat_s))
+        return out
 
 
 def make_models(settings: Settings, thresholds: Thresholds) -> ModelSet:
@@ -187,7 +240,8 @@ class Topology:
         self.risk = self.models.risk
         self.shipments = [ShipmentPartition(settings, thresholds, p, self.risk)
                           for p in range(self.n)]
-        self.stocks = [StockPartition(settings, thresholds, p, self.models.stock)
+        self.stocks = [StockPartition(settings, thresholds, p, self.models.stock,
+                                      heartbeat_s=settings.time.heartbeat_s)
                        for p in range(self.n)]
         self.stats = TopologyStats()
         self.max_future_s = settings.time.max_future_s
@@ -209,6 +263,14 @@ class Topology:
         else:
             outputs = self.shipments[p].on_event(role, event, source)
         yield from self._route(outputs, source, raw)
+
+    def heartbeats(self) -> Iterator[Any]:
+        """Every stock partition tells the shipment partitions its watermark now, as the
+        worker does after each micro-batch (replay does it only every ``heartbeat_s`` of
+        event time): where the input ends, live and replay then stand at the same time."""
+        source = SourceRef(topic="<heartbeat>")
+        for part in self.stocks:
+            yield from self._route(part.heartbeats(), source, None)
 
     def flush(self) -> Iterator[Any]:
         """End of input: let every partition's watermark reach the latest event time seen.
@@ -246,11 +308,10 @@ class Topology:
                     p = out.partition if out.partition is not None else partition_for(
                         out.key or "", self.n)
                     queue.extend(self.stocks[p].on_line(out.value))
-                else:  # stock_notices
-                    raw_notice = orjson.dumps(out.value)  # validated as it is on the wire
-                    notice = StockNotice.model_validate_json(raw_notice)
-                    p = partition_for(notice.order_id, self.n)
-                    queue.extend(self.shipments[p].on_notice(notice))
+                else:  # stock_notices: as on the wire
+                    p = out.partition if out.partition is not None else partition_for(
+                        out.key or "", self.n)
+                    queue.extend(self.shipments[p].on_notice(orjson.dumps(out.value)))
 
     def _dlq(self, reason: str, error: str, stage: str, source: SourceRef, raw: bytes | None,
              event_id: str | None) -> DeadLetter:

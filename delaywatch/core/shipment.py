@@ -16,9 +16,9 @@ from delaywatch.models.rules import DelayRules, ShipmentDetector, dispatch_deadl
 from delaywatch.schemas.alerts import Alert, Compensation, Risk
 from delaywatch.schemas.events import OrderEvent, OrderEventType, ScanEvent, ScanType, StockNotice
 
-__all__ = ["NOTICES", "ORDERS", "SCANS", "ShipmentLogic"]
+__all__ = ["ORDERS", "SCANS", "ShipmentLogic"]
 
-ORDERS, SCANS, NOTICES = "orders", "scans", "notices"
+ORDERS, SCANS = "orders", "scans"  # and "notices:<stock partition>"
 H = 3600.0
 RETENTION_S = 3 * 86400.0  # finished orders stay this long (event time) for late events
 MAX_AGE_S = 30 * 86400.0  # orders that never finish are dropped after this
@@ -98,6 +98,8 @@ class ShipmentLogic:
 
     # -- in event-time order ---------------------------------------------------------------
     def apply(self, s: ShipmentState, stream: str, event: Any, at: float) -> list[Any]:
+        if s.first_seen_at is None:
+            s.first_seen_at = at
         pulse = None
         old_stage = s.stage
         if stream == ORDERS:
@@ -106,7 +108,7 @@ class ShipmentLogic:
             rejected = self._apply_scan(s, event)
             if rejected is not None:
                 return [rejected]
-        else:
+        else:  # a stock notice
             notice: StockNotice = event
             s.shortages = [*s.shortages, {"warehouse_id": notice.warehouse_id, "sku": notice.sku,
                                           "shortfall": notice.shortfall}][-5:]
@@ -143,12 +145,13 @@ class ShipmentLogic:
     def _leaves_at(s: ShipmentState) -> float | None:
         if s.finished_at is not None:
             return math.nextafter(s.finished_at + RETENTION_S, math.inf)
-        if s.placed_at is not None:
-            return math.nextafter(s.placed_at + MAX_AGE_S, math.inf)
+        if s.started_at is not None:  # also scans or notices of an order never placed
+            return math.nextafter(s.started_at + MAX_AGE_S, math.inf)
         return None
 
     def expired(self, s: ShipmentState, watermark: float) -> bool:
-        if s.placed_at is not None and watermark > s.placed_at + MAX_AGE_S:
+        started = s.started_at
+        if started is not None and watermark > started + MAX_AGE_S:
             return True  # the hard cap, open alerts or not
         if s.book.open_kinds():
             return False

@@ -6,7 +6,7 @@ commit interval. Raw PII (``customer``) is never copied here.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from enum import IntEnum
 from typing import Any
 
@@ -72,10 +72,31 @@ class ShipmentState:
     eta_learned: bool = False  # the ETA model learned the delivery time
     max_p: float = 0.0  # highest p(late) before the promise (what a threshold would alert on)
     risk: tuple[float, float, float] | None = None  # p_late, eta p50, eta p90 (epoch s)
+    # event time of the key's first item: its age when the placement itself was never seen
+    first_seen_at: float | None = None
 
     @property
     def finished_at(self) -> float | None:
         return self.delivered_at or self.cancelled_at or self.returned_at
+
+    @property
+    def started_at(self) -> float | None:
+        return self.placed_at if self.placed_at is not None else self.first_seen_at
+
+    def __setstate__(self, state: tuple[Any, dict[str, Any]]) -> None:
+        # state pickled by an older worker lacks the fields added since: their defaults
+        _set_fields(self, state[1])
+
+
+def _set_fields(obj: Any, values: dict[str, Any]) -> None:
+    for f in fields(obj):
+        if f.name in values:
+            value = values[f.name]
+        elif f.default is not MISSING:
+            value = f.default
+        else:
+            value = f.default_factory()  # type: ignore[operator]
+        setattr(obj, f.name, value)
 
 
 @dataclass(slots=True)

@@ -30,8 +30,10 @@ OrderLineMsg = dict[str, Any]  # {"kind": "line"|"release", order_id, warehouse_
 class StockLogic:
     """Keyed logic for the stock table (key = warehouse_id:sku) of one partition."""
 
-    def __init__(self, thresholds: Thresholds, models: StockModels | None = None) -> None:
+    def __init__(self, thresholds: Thresholds, models: StockModels | None = None,
+                 partition: int = 0) -> None:
         self.rules = StockRules(thresholds)
+        self.partition = partition  # notices say where they come from (one ordered stream)
         self.models = models  # learned detectors (issue #4): None = rules only
 
     def new_state(self, key: str) -> StockState:
@@ -112,6 +114,7 @@ class StockLogic:
                 s.notified.append(order_id)
                 out.append(Forward("stock_notices", order_id, {
                     "notice_id": f"{s.key}:{order_id}", "order_id": order_id,
+                    "origin": self.partition,
                     "warehouse_id": s.warehouse_id, "sku": s.sku, "shortfall": min(qty, -room),
                     "occurred_at": ts_to_dt(at).isoformat(),
                 }))

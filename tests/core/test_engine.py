@@ -75,8 +75,7 @@ def make_engine() -> EngineFactory:
     def make(deadline_after_s: float | None = None, expire_after_s: float | None = None,
              lateness: float = LATENESS, **kw: Any) -> Engine:
         return Engine(RecordingLogic(deadline_after_s, expire_after_s),
-                      gating_streams=("a", "b"), side_streams=("side",),
-                      allowed_lateness_s=lateness, **kw)
+                      gating_streams=("a", "b"), allowed_lateness_s=lateness, **kw)
 
     return make
 
@@ -325,23 +324,42 @@ def test_far_past_event_is_rejected_as_impossible_timestamp(make_engine) -> None
     assert feed(engine, [("a", "k", "a3", 500.0)]) == []
 
 
-def test_side_streams_do_not_gate_and_apply_at_the_watermark(make_engine) -> None:
-    engine = make_engine()
-    # Before the watermark exists a side event keeps its own time and waits.
-    assert feed(engine, [("side", "k", "s1", 5000.0)]) == []
-    assert engine.watermark == -math.inf
-    feed(engine, [("a", "k", "a1", 100.0)])
-    out = feed(engine, [("b", "k", "b1", 100.0)])
-    assert out == []  # watermark 90
-    assert engine.watermark == 100.0 - LATENESS
-    # A side event behind the watermark is applied at once, just under the watermark.
-    [(key, what, eid, at)] = feed(engine, [("side", "k", "s2", 10.0)])
-    assert (key, what, eid) == ("k", "event", "s2") and at == pytest.approx(90.0)
-    feed(engine, [("a", "k", "a2", 101.0), ("b", "k", "b2", 101.0)])
-    # A side event far ahead neither moves the watermark nor is rejected.
-    feed(engine, [("side", "k", "s3", 91.0 + 10_000.0)])
-    assert engine.watermark == 91.0
-    assert "side" not in engine.clocks
+def test_a_stream_with_lateness_zero_gates_at_its_clock_and_keeps_event_times(
+        make_engine) -> None:
+    """Stock notices: a stream whose heartbeats carry its clock and whose events are never
+    dated before it gates the watermark at the clock itself, and each event keeps its time
+    however it interleaves with the other streams."""
+    engine = Engine(RecordingLogic(), gating_streams=("a", "n"), allowed_lateness_s=LATENESS,
+                    lateness={"n": 0.0})
+    feed(engine, [("a", "k", "a1", 100.0), ("a", "k", "a2", 200.0)])
+    assert engine.watermark == -math.inf  # nothing heard from "n" yet
+    assert engine.observe_clock("n", 150.0) == [("k", "event", "a1", 100.0)]
+    assert engine.watermark == 150.0
+    # a notice at its stream's clock keeps its own time, between a1 and a2
+    assert feed(engine, [("n", "k", "n1", 150.0)]) == []
+    out = engine.observe_clock("n", 400.0)  # watermark min(200 - 10, 400) = 190
+    assert out == [("k", "event", "n1", 150.0)]
+    assert engine.watermark == 190.0
+
+
+def test_items_apply_in_one_global_time_order_however_the_watermark_moves(make_engine) -> None:
+    """Keys interleave by time (ties by key), not key after key: learned state shared by
+    all keys sees the same sequence whether the watermark moves in one step or many."""
+    steps: list[Step] = [(s, k, f"{s}{k}{i}", 10.0 * i + j)
+                         for i in range(1, 8) for j, k in enumerate(("k2", "k1", "k3"))
+                         for s in ("a",)]
+
+    def run(increments: list[float]) -> list[Any]:
+        engine = make_engine(deadline_after_s=15.0)
+        feed(engine, steps)
+        out: list[Any] = []
+        for wm in increments:
+            out += drive(engine, wm)
+        return out + engine.advance_to(END)
+
+    one_step = run([1000.0])
+    assert [at for *_, at in one_step] == sorted(at for *_, at in one_step)
+    assert run([12.0, 13.0, 40.0, 41.5, 77.0, 1000.0]) == one_step
 
 
 # -- persistence -------------------------------------------------------------------------------
@@ -374,6 +392,31 @@ def test_take_changes_and_restore_continue_like_an_uninterrupted_engine(make_eng
     out += feed(after, SECOND) + after.advance_to(END)
     assert out == expected
     assert after.duplicates == 1  # a3 was seen before the restart
+
+
+def test_a_re_delivered_event_moves_its_streams_clock_as_the_first_delivery_did(
+        make_engine) -> None:
+    """A crash after the keys' state was written but before the partition's clocks: the
+    restarted engine has the event (a duplicate now) and an older clock. The re-delivery
+    must move the clock all the same, or the next late event is ordered differently."""
+    steps: list[Step] = [("a", "k1", "a1", 100.0), ("b", "k1", "b1", 100.0),
+                         ("a", "k1", "a2", 200.0)]
+    late: list[Step] = [("a", "k2", "a3", 150.0), ("b", "k2", "b2", 300.0)]
+    uninterrupted = make_engine()
+    expected = feed(uninterrupted, steps + late) + uninterrupted.advance_to(END)
+
+    before = make_engine()
+    feed(before, steps[:2])
+    old_clocks = dict(before.clocks)  # the clocks record of the batch never landed
+    feed(before, steps[2:])
+    states = pickle.loads(pickle.dumps(list(before.take_changes()[0].values())))
+    after = make_engine()
+    after.restore(states, old_clocks)
+    out = feed(after, steps[2:] + late) + after.advance_to(END)  # a2 comes again
+    assert after.duplicates == 1
+    # a3 is 50 s behind the "a" clock (lateness 10): ordered at 190 in both runs
+    assert ("k2", "event", "a3", 190.0) in expected
+    assert [o for o in out if o[0] == "k2"] == [o for o in expected if o[0] == "k2"]
 
 
 def test_advance_to_infinity_drains_everything(make_engine) -> None:

@@ -44,7 +44,7 @@ def fuzz_world() -> tuple[World, ReplayResult]:
     s = Settings()
     s.topics.partitions = 2
     world = World.of(thin_world(40, 21), s)
-    return world, replay(world.records, s, load_thresholds(), flush=False)
+    return world, replay(world.records, s, load_thresholds(), flush=True)
 
 
 def dump(alerts: list[Any]) -> list[dict[str, Any]]:
@@ -56,13 +56,13 @@ def problems_of(world: World, baseline: ReplayResult, drawn: list[Any]
     """Replay one batch in its world: what breaks the contract, and the reasons it got."""
     records = interleave(world, drawn)
     try:
-        result = replay(records, world.settings, load_thresholds(), flush=False)
+        result = replay(records, world.settings, load_thresholds(), flush=True)
     except Exception as exc:  # which record: each one alone in the world
         found = []
         for pos, rec in drawn:
             try:
                 replay(interleave(world, [(pos, rec)]), world.settings, load_thresholds(),
-                       flush=False)
+                       flush=True)
             except Exception as alone:
                 found.append(f"{type(alone).__name__}: {alone}: {preview(rec)}")
         return [f"{type(exc).__name__} escaped the core: {exc}", *found], Counter()

@@ -395,3 +395,18 @@ def test_finished_orders_leave_the_table_after_retention(monkeypatch, thresholds
             if done is not None and not ks.data.book.open_kinds():
                 assert done + 86400.0 >= engine.watermark, ks.key
     assert left < 0.9 * len(orders), f"{left} of {len(orders)} orders still in state"
+
+
+def test_an_order_never_placed_leaves_the_table_after_the_max_age(monkeypatch, world) -> None:
+    """Bounded state (#5): scans of an order whose placement never arrives (or a stock
+    notice for one already gone) must not keep a key forever: its age counts from its
+    first event."""
+    from delaywatch.core import shipment
+
+    monkeypatch.setattr(shipment, "MAX_AGE_S", 2 * 86400.0)
+    world.scan("O-GHOST", "picked_up", kst(0, 10))
+    states = world.topology.shipments[0].engine.states
+    world.advance(kst(1, 12))
+    assert states["O-GHOST"].data.first_seen_at == kst(0, 10).timestamp()
+    world.advance(kst(2, 11))
+    assert "O-GHOST" not in states
