@@ -17,9 +17,12 @@ Contract:
   ``alerts.dlq`` with ``dw-notify-reason: retries_exhausted`` (undecodable records go there
   directly with ``undecodable``). Tier records name their consumer group; another group
   reading the same tier topics skips them (give each notifier service its own tier topics).
-* **Offsets** of a record are committed only after its delivery, its dedupe/skip, or after
-  the broker acknowledged its hand-off to a tier or the DLQ (idempotent producer, acks=all):
-  at-least-once from Kafka, exactly-once to the sink by the dedupe key.
+* **Offsets** of a record are stored for commit only after its delivery, its dedupe/skip,
+  or after the broker acknowledged its hand-off to a tier or the DLQ (idempotent producer,
+  acks=all); the client commits stored offsets in the background (and at close), never in
+  the delivery loop: at-least-once from Kafka, exactly-once to the sink by the dedupe key.
+  (A synchronous commit blocked the loop for good once a broker stall left the group
+  coordinator connection stuck: no poll for 5 minutes, the group left.)
 * **Resolved before delivery** (``skip_resolved_before_delivery=True``, off by default): once
   a ``resolved`` message for an alert_id has been seen, later ``open``/``updated`` messages of
   that alert_id (typically coming back from a retry tier) are not delivered, and a
@@ -205,7 +208,11 @@ class Notifier:
         self.topics = [*self.alert_topics, *self.tier_index]
         self.consumer = Consumer({**client_config(settings), "group.id": group,
                                   "auto.offset.reset": "earliest",
-                                  "enable.auto.commit": False})
+                                  # commit in the background what _commit stored
+                                  "enable.auto.commit": True,
+                                  "enable.auto.offset.store": False,
+                                  "auto.commit.interval.ms": 1000,
+                                  "on_commit": self._on_commit})
         self.producer = Producer({**client_config(settings), "enable.idempotence": True,
                                   "acks": "all"})
         # (topic, partition) of a tier -> (due time in epoch s, offset of the waiting record)
@@ -422,17 +429,25 @@ class Notifier:
         log.info("notifier_stopped", **self.counts)
         return self.counts
 
+    def _on_commit(self, err: KafkaError | None, partitions: list[TP]) -> None:
+        # a background commit the broker refused (coordinator moving, loading): the next
+        # one carries the same stored offsets
+        failed = err is not None or any(tp.error is not None for tp in partitions)
+        if failed and (err is None or err.code() != KafkaError._NO_OFFSET):
+            self.counts["commit_failures"] += 1
+            log.warning("notifier_commit_failed", error=str(err) if err else
+                        str(next(tp.error for tp in partitions if tp.error is not None)))
+
     def _commit(self, msg: Any) -> None:
-        """Commit past ``msg``. A commit the broker refuses for now (coordinator moving or
-        loading after a broker restart, a rebalance) is not fatal: the record was handled,
-        and if no later commit covers it, it is read again and deduped."""
+        """Store the offset past ``msg`` for the background commit. Refused when the
+        partition was revoked meanwhile: not fatal, the record was handled, and whoever
+        owns the partition now reads it again and dedupes it."""
         try:
-            self.consumer.commit(message=msg, asynchronous=False)
+            self.consumer.store_offsets(message=msg)
         except KafkaException as exc:
             self.counts["commit_failures"] += 1
             log.warning("notifier_commit_failed", topic=msg.topic(), partition=msg.partition(),
                         offset=msg.offset(), error=str(exc.args[0] if exc.args else exc))
-            time.sleep(0.5)
 
     # -- metrics ---------------------------------------------------------------------------
     def _serve_metrics(self) -> Any:
