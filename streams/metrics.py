@@ -30,6 +30,9 @@ class WorkerMetrics:
         self.redelivered = Counter(
             "delaywatch_redelivered", "Re-delivered input records skipped: already in the "
             "state (at-least-once after a crash or rebalance)", ["topic"], registry=r)
+        self.skipped = Counter(
+            "delaywatch_input_skipped", "Input offsets never applied: a record arrived "
+            "beyond the next offset the state holds", ["topic"], registry=r)
         self.alerts = Counter("delaywatch_alerts", "Alert records sent, by kind and status",
                               ["kind", "status"], registry=r)
         self.dead_letters = Counter("delaywatch_dead_letters",
