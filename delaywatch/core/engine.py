@@ -175,10 +175,13 @@ class Engine(Generic[S]):
         self._heap: list[tuple[float, str]] = []
         self._scheduled: dict[str, float] = {}
         self._forced_watermark = NEG_INF
+        self._watermark: float | None = None  # cached; None after any clock moved
 
     # -- time -------------------------------------------------------------------------
     @property
     def watermark(self) -> float:
+        if self._watermark is not None:
+            return self._watermark
         clocks = self.clocks
         low = math.inf
         for stream, lateness in self.lateness.items():
@@ -187,11 +190,13 @@ class Engine(Generic[S]):
                 low = NEG_INF
                 break
             low = min(low, clock - lateness)
-        return max(low, self._forced_watermark)
+        self._watermark = max(low, self._forced_watermark)
+        return self._watermark
 
     def advance_to(self, watermark: float) -> list[Any]:
         """Let the watermark follow an outside clock (live mode, idle input only)."""
         self._forced_watermark = max(self._forced_watermark, watermark)
+        self._watermark = None
         return self._run(self.watermark)
 
     # -- input ------------------------------------------------------------------------
@@ -219,6 +224,7 @@ class Engine(Generic[S]):
         # and their re-delivery must bring the clock where the first delivery had it.
         if occurred_at > clock:
             self.clocks[stream] = occurred_at
+            self._watermark = None
         ks = self.states.get(key)
         if ks is None:
             ks = KeyState(key, self.logic.new_state(key))
@@ -258,6 +264,7 @@ class Engine(Generic[S]):
         """A heartbeat: the stream's clock reached ``clock`` without an event for us."""
         if clock > self.clocks.get(stream, NEG_INF):
             self.clocks[stream] = clock
+            self._watermark = None
         return self._run(self.watermark)
 
     # -- ordering and deadlines ----------------------------------------------------------
@@ -326,6 +333,7 @@ class Engine(Generic[S]):
         for stream, clock in clocks.items():
             if clock > self.clocks.get(stream, NEG_INF):
                 self.clocks[stream] = clock
+                self._watermark = None
         for ks in states:
             if not hasattr(ks, "prints"):  # pickled by a worker that kept no fingerprints
                 ks.prints = {}
