@@ -12,7 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import (
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
 
 from delaywatch.broker import create_topics
 from delaywatch.config.settings import Settings
@@ -26,6 +32,7 @@ __all__ = [
     "input_topics",
     "produce_records",
     "read_all",
+    "read_range",
 ]
 
 
@@ -157,8 +164,45 @@ def read_all(settings: Settings, topic: str, timeout_s: float = 30.0,
         consumer.close()
 
 
+def read_range(settings: Settings, topic: str, partition: int, start: int, end: int,
+               timeout_s: float = 30.0) -> list[Any]:
+    """The records of one partition with ``start <= offset < end``, in offset order, as
+    confluent-kafka messages; fewer where offsets hold no record (transaction markers,
+    compaction). ``end`` must be the offset of a record that exists: reading stops at it."""
+    conf = {**client_config(settings), "group.id": f"delaywatch-range-{time.time_ns()}",
+            "enable.auto.commit": False, "enable.partition.eof": True}
+    consumer = Consumer(conf)
+    try:
+        out: list[Any] = []
+        if start >= end:
+            return out
+        consumer.assign([TopicPartition(topic, partition, start)])
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is None:
+                continue
+            err, offset = msg.error(), msg.offset() or 0
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    if offset >= end:
+                        return out
+                    continue
+                raise RuntimeError(str(err))
+            if offset >= end:
+                return out
+            out.append(msg)
+        raise TimeoutError(f"{topic}[{partition}] {start}..{end}: not read in {timeout_s} s")
+    finally:
+        consumer.close()
+
+
 def _headers(raw: Any) -> dict[str, str]:
     return {str(k): (v or b"").decode("utf-8", "replace") for k, v in (raw or [])}
+
+
+_COORDINATOR_NOT_READY = (KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+                          KafkaError.COORDINATOR_NOT_AVAILABLE)
 
 
 def committed_lag(settings: Settings, group: str, topics: list[str]
@@ -174,7 +218,17 @@ def committed_lag(settings: Settings, group: str, topics: list[str]
             if topic in md.topics:
                 tps += [TopicPartition(topic, p) for p in md.topics[topic].partitions]
         out: dict[tuple[str, int], tuple[int | None, int]] = {}
-        for tp in consumer.committed(tps, timeout=10):
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                committed = consumer.committed(tps, timeout=10)
+                break
+            except KafkaException as exc:  # the group's coordinator is still loading
+                if exc.args[0].code() not in _COORDINATOR_NOT_READY or (
+                        time.monotonic() > deadline):
+                    raise
+                time.sleep(0.5)
+        for tp in committed:
             _, high = consumer.get_watermark_offsets(tp, timeout=10)
             out[(tp.topic, tp.partition)] = (tp.offset if tp.offset >= 0 else None, high)
         return out

@@ -32,7 +32,11 @@ class WorkerMetrics:
             "state (at-least-once after a crash or rebalance)", ["topic"], registry=r)
         self.skipped = Counter(
             "delaywatch_input_skipped", "Input offsets never applied: a record arrived "
-            "beyond the next offset the state holds", ["topic"], registry=r)
+            "beyond the next offset the state holds and those between could not be read",
+            ["topic"], registry=r)
+        self.refetched = Counter(
+            "delaywatch_input_refetched", "Input records Faust skipped (after a rebalance), "
+            "read from the broker and applied", ["topic"], registry=r)
         self.alerts = Counter("delaywatch_alerts", "Alert records sent, by kind and status",
                               ["kind", "status"], registry=r)
         self.dead_letters = Counter("delaywatch_dead_letters",
