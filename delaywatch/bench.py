@@ -124,6 +124,13 @@ class BenchOptions:
     run_budget_s: float = 75.0
     # latency run: the longest wait for the worker to catch up once producing has ended
     drain_budget_s: float = 45.0
+    # promotion peak (#5): the normal rate, then 10x for peak_burst_s, then normal again
+    # until the group's lag is back to zero (at most peak_after_s)
+    peak_rate: float = 60.0
+    peak_factor: float = 10.0
+    peak_before_s: float = 15.0
+    peak_burst_s: float = 60.0
+    peak_after_s: float = 60.0
     engine: str = "kafka"
 
 
@@ -389,4 +396,11 @@ def render_table(results: Mapping[str, Any]) -> Any:
     row("peak RSS, models off", "worker_rss_mb_models_off", " MB")
     row("state per in-flight order, mean", "state_bytes_per_order.mean", " B")
     row("state per in-flight order, p99", "state_bytes_per_order.p99", " B")
+    burst = (f"{_fmt(flat.get('peak.rate_eps'))}->{_fmt(flat.get('peak.burst_rate_eps'))} "
+             f"ev/s for {_fmt(flat.get('peak.burst_s'))} s")
+    row(f"peak {burst}: max lag", "peak.max_lag", " rec", run="peak")
+    row("peak: lag back to 0 after the burst", "peak.lag_zero_after_burst_s", " s",
+        run="peak")
+    row("peak: worker peak RSS", "peak.worker_peak_rss_mb", " MB", run="peak")
+    row("peak: state keys max / at end", "peak.state_keys_max", "", run="peak")
     return table

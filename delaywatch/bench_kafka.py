@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
+import threading
 import time
+import urllib.request
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -32,20 +35,23 @@ from confluent_kafka import (
 
 from delaywatch.broker import free_port
 from delaywatch.config.settings import Settings
-from delaywatch.kafka_io import client_config
+from delaywatch.kafka_io import client_config, produce_records
 
 __all__ = [
     "BenchError",
     "ChildProcess",
     "Finish",
     "GroupProgress",
+    "RateProducer",
     "all_committed",
     "backlog",
     "bare_consumer_run",
     "first_logged_at",
     "last_logged_at",
     "logged_at",
+    "metrics_url",
     "read_topic",
+    "scrape_total",
     "topic_env",
     "wait_for_logged",
     "wait_group_stable",
@@ -85,6 +91,17 @@ class ChildProcess:
             return None
         for line in status.splitlines():
             if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        return None
+
+    def rss_mb(self) -> float | None:
+        """VmRSS (resident set now) of the process, in MiB; None once it has exited."""
+        try:
+            status = Path(f"/proc/{self.pid}/status").read_text()
+        except OSError:
+            return None
+        for line in status.splitlines():
+            if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
         return None
 
@@ -368,3 +385,51 @@ def _decode_quietly(raw: bytes | None) -> Any:
         return orjson.loads(raw or b"null")
     except orjson.JSONDecodeError:  # the simulator's malformed records
         return None
+
+
+class RateProducer(threading.Thread):
+    """Produces ``records`` (events-file records; their ``ts`` is ignored) at ``schedule``:
+    [(events per second, seconds)], in ~0.1 s slices; ``phase_ends`` are the monotonic
+    times each phase ended. An exception is kept in ``error``, not lost in the thread."""
+
+    def __init__(self, settings: Settings, records: Sequence[dict[str, Any]],
+                 schedule: Sequence[tuple[float, float]]) -> None:
+        super().__init__(daemon=True)
+        self.settings, self.records, self.schedule = settings, records, schedule
+        self.phase_ends: list[float] = []
+        self.sent = 0
+        self.error: BaseException | None = None
+
+    def paced(self) -> Iterator[dict[str, Any]]:
+        for rate, seconds in self.schedule:
+            end = time.monotonic() + seconds
+            while time.monotonic() < end and self.sent < len(self.records):
+                t = time.monotonic()
+                chunk = self.records[self.sent:self.sent + max(1, int(rate * 0.1))]
+                yield from chunk
+                self.sent += len(chunk)
+                time.sleep(max(0.0, 0.1 - (time.monotonic() - t)))
+            self.phase_ends.append(time.monotonic())
+
+    def run(self) -> None:
+        try:
+            produce_records(self.settings, self.paced())
+        except BaseException as exc:
+            self.error = exc
+
+
+def metrics_url(lines: Iterable[str]) -> str | None:
+    """Base URL of a worker's /metrics, from its ``metrics_serving`` log line."""
+    for line in lines:
+        found = re.search(r'"port": ?(\d+)', line)
+        if found and '"metrics_serving"' in line:
+            return f"http://127.0.0.1:{found.group(1)}"
+    return None
+
+
+def scrape_total(base: str, name: str) -> float:
+    """The sum of every sample of metric ``name`` on a worker's /metrics."""
+    with urllib.request.urlopen(f"{base}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith((name + "{", name + " ")))

@@ -35,11 +35,14 @@ from delaywatch.bench_kafka import (
     ChildProcess,
     Finish,
     GroupProgress,
+    RateProducer,
     backlog,
     bare_consumer_run,
     first_logged_at,
     last_logged_at,
+    metrics_url,
     read_topic,
+    scrape_total,
     wait_for_logged,
     wait_group_stable,
     wait_until_committed,
@@ -349,6 +352,82 @@ def measure_latency(b: Bench) -> None:
         "lower_bound": not complete}
 
 
+def measure_peak(b: Bench) -> None:
+    """Issue #5's promotion peak: the worker (models on) on inputs of its own, produced at
+    the normal rate, then ``peak_factor`` times it for ``peak_burst_s``, then at the normal
+    rate again until the group's committed lag is back to zero. Sampled every second: lag
+    (input records produced but not committed), the worker's RSS and its state keys."""
+    from delaywatch.kafka_io import create_all_topics
+
+    o = b.options
+    settings = run_settings(b.settings, "peak", own_inputs=True)
+    create_all_topics(settings)
+    t = settings.topics
+    inputs = [t.orders, t.inventory, t.scans]
+    burst_rate = o.peak_rate * o.peak_factor
+    schedule = [(o.peak_rate, o.peak_before_s), (burst_rate, o.peak_burst_s),
+                (o.peak_rate, o.peak_after_s)]
+    n = min(b.events, int(sum(rate * secs for rate, secs in schedule)))
+    rename = {getattr(b.settings.topics, r): getattr(t, r) for r in _INPUT_ROLES}
+    records = [{**rec, "topic": rename.get(rec["topic"], rec["topic"])}
+               for rec in b.records[:n]]
+    app_id = f"bench-peak-{time.time_ns()}"
+    env = worker_env(settings, app_id, b.workdir / "peak-data", models=True,
+                     checkpoint=b.workdir / "peak-models.ckpt")
+    env["DELAYWATCH_WORKER__METRICS_PORT"] = "0"  # a free port, logged as metrics_serving
+    proc = ChildProcess(_WORKER, env, b.logdir / "peak.log")
+    progress = GroupProgress(settings, app_id, [*inputs, t.order_lines, t.stock_notices])
+    producer = RateProducer(settings, records, schedule)
+    samples: list[dict[str, Any]] = []
+    recovered_at: float | None = None
+    try:
+        wait_group_stable(settings, app_id, 1, _START_TIMEOUT_S, [proc])
+        time.sleep(2.0)  # the group is stable; let Faust start its streams
+        base = metrics_url(proc.log_lines())
+        producer.start()
+        t0 = time.monotonic()
+        while producer.is_alive() or recovered_at is None:
+            if not proc.alive():
+                raise BenchError(f"the worker died:\n{proc.log_tail()}")
+            lag = backlog(*progress.snapshot(), inputs)
+            samples.append({"t": round(time.monotonic() - t0, 1), "lag": lag,
+                            "rss_mb": proc.rss_mb(),
+                            "state_keys": scrape_total(base, "delaywatch_state_keys")
+                            if base else None})
+            if len(producer.phase_ends) >= 2 and lag == 0 and recovered_at is None:
+                recovered_at = time.monotonic()
+            if recovered_at is not None:
+                break
+            time.sleep(1.0)
+        producer.join(o.peak_after_s + 5)
+    finally:
+        progress.close()
+        peak_rss = proc.peak_rss_mb()
+        proc.stop()
+    if producer.error is not None:
+        raise BenchError(f"producing the peak failed: {producer.error!r}")
+    burst_end = producer.phase_ends[1] if len(producer.phase_ends) >= 2 else None
+    keys = [x["state_keys"] for x in samples if x["state_keys"] is not None]
+    rss = [x["rss_mb"] for x in samples if x["rss_mb"] is not None]
+    b.runs["peak"] = {"complete": recovered_at is not None, "app_id": app_id}
+    b.results["peak"] = {
+        "rate_eps": o.peak_rate, "burst_rate_eps": burst_rate, "burst_s": o.peak_burst_s,
+        "records": producer.sent, "orders": len({r["key"] for r in records[:producer.sent]
+                                                 if r["topic"] == t.orders}),
+        "max_lag": max((x["lag"] for x in samples), default=None),
+        # seconds from the end of the burst to the first sample with nothing uncommitted
+        "lag_zero_after_burst_s": None if recovered_at is None or burst_end is None
+        else round(max(0.0, recovered_at - burst_end), 1),
+        "worker_peak_rss_mb": None if peak_rss is None else round(peak_rss, 1),
+        "rss_mb_before_burst": round(rss[min(len(rss) - 1, int(o.peak_before_s))], 1)
+        if rss else None,
+        "rss_mb_at_end": round(rss[-1], 1) if rss else None,
+        "state_keys_max": max(keys) if keys else None,
+        "state_keys_at_end": keys[-1] if keys else None,
+        "complete": recovered_at is not None,
+        "samples": samples[::5]}
+
+
 # -- set-up --------------------------------------------------------------------------------
 def _produce_inputs(b: Bench) -> None:
     """Produce the events to the shared input topics, before any clock starts."""
@@ -410,5 +489,6 @@ def measure_all(options: BenchOptions, results: dict[str, Any]) -> None:
             b.step("workers", lambda: measure_workers(b))
             b.step("scaleout", lambda: measure_scaleout(b))
             b.step("latency", lambda: measure_latency(b))
+            b.step("peak", lambda: measure_peak(b))
             b.step("replay_models_off", lambda: measure_replay(b, models=False))
             b.step("replay_models_on", lambda: measure_replay(b, models=True))

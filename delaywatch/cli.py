@@ -377,6 +377,8 @@ def bench(
     latency_rate: float = typer.Option(2000.0, help="events/s of the latency run"),
     run_budget: float = typer.Option(75.0, help="longest a throughput run is measured (s); "
                                      "a slower one is measured on the prefix it reached"),
+    peak_rate: float = typer.Option(60.0, help="normal events/s of the peak run"),
+    peak_burst: float = typer.Option(60.0, help="seconds of the peak run's 10x burst"),
     seed: int = typer.Option(7),
 ) -> None:
     """Own Apache Kafka; worker, baselines, replay, latency, scale-out, memory: table + JSON."""
@@ -388,7 +390,8 @@ def bench(
     configure_logging(settings.log_level, settings.log_format)
     results = run_bench(BenchOptions(events=events, out=out, seed=seed,
                                      latency_seconds=latency_seconds,
-                                     latency_rate=latency_rate, run_budget_s=run_budget))
+                                     latency_rate=latency_rate, run_budget_s=run_budget,
+                                     peak_rate=peak_rate, peak_burst_s=peak_burst))
     console.print(render_table(results))
     console.print(f"wrote {out}; wall {results['wall_seconds']:.0f} s; "
                   f"load average {results['machine']['load_avg_start'][0]:.2f} at start, "
