@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 import pytest
 
+from delaywatch.bench_kafka import RateProducer
 from delaywatch.broker import Broker
 from delaywatch.kafka_io import create_all_topics, produce_records
 from delaywatch.notify import DeliveredStore, Notifier, file_sink
@@ -52,14 +53,6 @@ def _processing(worker: Any) -> bool:
 
 
 @pytest.mark.timeout(900)
-@pytest.mark.xfail(strict=False, reason=(
-    "open defect (#5): Faust's table recovery can stop short of a changelog partition's end "
-    "(its aborted-transaction check), losing the last records a killed worker wrote; the "
-    "partition's offsets are then restored behind Faust's committed ones and records are "
-    "never applied (worker logs input_offsets_skipped). An end-of-batch tombstone cut it "
-    "from every restart to 2-3 of 10 (1-4 records per partition); measured in two runs: "
-    "0 missing + 8 extra, 10 missing + 2 extra of 383 alerts. Fix planned: restore from the "
-    "changelog tail ourselves"))
 def test_ten_kills_lose_nothing_and_the_notifier_delivers_each_alert_once(
         kafka, small_world, make_settings, thresholds, worker_env, start_worker,
         tmp_path: Path):
@@ -271,35 +264,6 @@ def _state_keys(base: str) -> float:
     with urllib.request.urlopen(f"{base}/metrics", timeout=5) as resp:
         return sum(float(line.rsplit(" ", 1)[1]) for line in resp.read().decode().splitlines()
                    if line.startswith("delaywatch_state_keys{"))
-
-
-class RateProducer(threading.Thread):
-    """Produces records at ``schedule``: [(events per second, seconds)], in ~0.1 s slices."""
-
-    def __init__(self, settings: Any, records: list[dict[str, Any]],
-                 schedule: list[tuple[float, float]]) -> None:
-        super().__init__(daemon=True)
-        self.settings, self.records, self.schedule = settings, records, schedule
-        self.phase_ends: list[float] = []
-        self.sent = 0
-        self.error: BaseException | None = None
-
-    def paced(self) -> Any:
-        for rate, seconds in self.schedule:
-            end = time.monotonic() + seconds
-            while time.monotonic() < end and self.sent < len(self.records):
-                t = time.monotonic()
-                n = max(1, int(rate * 0.1))
-                yield from self.records[self.sent:self.sent + n]
-                self.sent += len(self.records[self.sent:self.sent + n])
-                time.sleep(max(0.0, 0.1 - (time.monotonic() - t)))
-            self.phase_ends.append(time.monotonic())
-
-    def run(self) -> None:
-        try:
-            produce_records(self.settings, self.paced())
-        except BaseException as exc:
-            self.error = exc
 
 
 @pytest.mark.timeout(900)

@@ -240,11 +240,6 @@ def _tail_until_checkpoint(settings: Settings, worker: Any, timeout_s: float = 9
     raise AssertionError("unreachable")
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "open defect (#5), the 10-kill test's: Faust's table recovery can lose the last "
-    "changelog records of the killed worker, the restored offsets then lie behind Faust's "
-    "committed ones and a few records are never applied (input_offsets_skipped); seen in "
-    "2-3 of 10 restarts. Passed in this session's runs since the ordering fixes"))
 def test_kill_9_restores_last_checkpoint(kafka, small_world, make_settings, thresholds,
                                          worker_env, start_worker, tmp_path):
     """kill -9 with models on: the restarted worker restores exactly the last checkpoint it
