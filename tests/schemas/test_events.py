@@ -38,8 +38,13 @@ def test_a_valid_event_survives_the_way_state_stores_it() -> None:
     # Pending events are pickled as their JSON: a NaN written as null could not be read back
     # after a restart (every recovery of that partition would fail).
     event = OrderEvent.model_validate_json(orjson.dumps({**ORDER, "order_value": 1.5}))
-    restored = pickle.loads(pickle.dumps(Pending(1.0, 0, "e1", "orders", event)))
+    pending = Pending(1.0, 0, "e1", "orders", event)
+    stored = pickle.dumps(pending)
+    restored = pickle.loads(stored)
     assert restored.event == event
+    # its JSON is made once and kept, also by the restored copy: the bytes do not change
+    assert pending.dump == restored.dump == event.model_dump_json()
+    assert pickle.dumps(pending) == pickle.dumps(restored) == stored
 
 
 @pytest.mark.parametrize("when", ["9999-12-31T23:59:59-23:59", "0001-01-01T00:00:00+14:00"])
