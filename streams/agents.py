@@ -56,6 +56,7 @@ from delaywatch.kafka_io import read_range
 from delaywatch.models.risk import ModelEvent
 from delaywatch.schemas.alerts import Alert
 from delaywatch.schemas.dlq import SourceRef
+from delaywatch.streams.faust_patches import ack_offsets
 from delaywatch.streams.metrics import MetricsServer, WorkerMetrics
 from delaywatch.streams.tables import Tables
 from delaywatch.streams.topics import Topics
@@ -352,6 +353,7 @@ class Agents:
                 started = time.perf_counter()
                 out = Outbox(self.metrics)
                 touched: set[int] = set()
+                read_back: list[SourceRef] = []
                 for event in batch:
                     msg = event.message
                     part = engines.get(msg.partition)
@@ -361,9 +363,11 @@ class Agents:
                         continue
                     for source, value in await self._skipped_records(engines, msg):
                         self._apply(engines, part, handle, source, value, out)
+                        read_back.append(source)
                     self._apply(engines, part, handle, source_of(msg), event.value, out)
                     touched.add(msg.partition)
                 written = await self._settle(engines, touched, out)
+                self._ack_read_back(read_back)
                 m = self.metrics
                 m.batch_seconds.labels(engines.kind).observe(time.perf_counter() - started)
                 m.state_bytes.labels(engines.kind).set(written)
@@ -414,6 +418,21 @@ class Agents:
                                key=key.decode("utf-8", "replace") if key is not None else None)
             out.append((source, r.value()))
         return out
+
+    def _ack_read_back(self, sources: list[SourceRef]) -> None:
+        """Records read back by :meth:`_skipped_records` are acked like the ones Faust
+        delivered, now that their effects are on the broker: Faust may have read them in its
+        fetch loop without a gap to cover them, and would then never commit the partition
+        again (``faust_patches``, "Records the worker read back itself")."""
+        consumer = self.app.consumer
+        assigned = consumer.assignment()
+        by_tp: dict[TP, list[int]] = {}
+        for s in sources:
+            by_tp.setdefault(TP(s.topic, cast(int, s.partition)), []).append(
+                cast(int, s.offset))
+        for tp, offsets in by_tp.items():
+            if tp in assigned:  # revoked meanwhile: the next owner reads them again
+                ack_offsets(consumer, tp, offsets)
 
     def _shipment_record(self, part: ShipmentPartition, role: str | None, source: SourceRef,
                          value: bytes) -> list[Any]:
