@@ -69,6 +69,19 @@ class BenchError(RuntimeError):
 
 
 # -- child processes ---------------------------------------------------------------------------
+def proc_status_mb(pid: int, field: str) -> float | None:
+    """A memory field of ``/proc/<pid>/status`` (``VmRSS``, ``VmHWM``...) in MiB; None when
+    the process is gone or the field is not there."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    for line in status.splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    return None
+
+
 class ChildProcess:
     """A Python child in its own session, its output appended to ``log_path``."""
 
@@ -85,25 +98,11 @@ class ChildProcess:
 
     def peak_rss_mb(self) -> float | None:
         """VmHWM (peak resident set) of the process, in MiB; None once it has exited."""
-        try:
-            status = Path(f"/proc/{self.pid}/status").read_text()
-        except OSError:
-            return None
-        for line in status.splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-        return None
+        return proc_status_mb(self.pid, "VmHWM")
 
     def rss_mb(self) -> float | None:
         """VmRSS (resident set now) of the process, in MiB; None once it has exited."""
-        try:
-            status = Path(f"/proc/{self.pid}/status").read_text()
-        except OSError:
-            return None
-        for line in status.splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        return None
+        return proc_status_mb(self.pid, "VmRSS")
 
     def log_lines(self) -> list[str]:
         try:

@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 import pytest
 
-from delaywatch.bench_kafka import RateProducer
+from delaywatch.bench_kafka import RateProducer, proc_status_mb
 from delaywatch.broker import Broker
 from delaywatch.kafka_io import create_all_topics, produce_records
 from delaywatch.notify import DeliveredStore, Notifier, file_sink
@@ -253,13 +253,6 @@ def test_broker_restarted_worker_and_notifier_recover(
                               worker_env, start_worker, tmp_path, restart))
 
 
-def _vm_kb(pid: int, field: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    return 0
-
-
 def _state_keys(base: str) -> float:
     with urllib.request.urlopen(f"{base}/metrics", timeout=5) as resp:
         return sum(float(line.rsplit(" ", 1)[1]) for line in resp.read().decode().splitlines()
@@ -303,7 +296,7 @@ def test_promotion_burst_keeps_state_and_rss_bounded_and_lag_recovers(
     assert producer.error is None, producer.error
     assert len(producer.phase_ends) >= 2, "the burst did not finish"
     burst_end = producer.phase_ends[1]
-    peak_rss_mb = _vm_kb(worker.proc.pid, "VmHWM") / 1024
+    peak_rss_mb = proc_status_mb(worker.proc.pid, "VmHWM") or 0.0
     peak_lag = max(s[1] for s in samples)
     peak_keys = max(s[2] for s in samples)
     final_keys = samples[-1][2]
