@@ -56,7 +56,7 @@ from delaywatch.kafka_io import read_range
 from delaywatch.models.risk import ModelEvent
 from delaywatch.schemas.alerts import Alert
 from delaywatch.schemas.dlq import SourceRef
-from delaywatch.streams.faust_patches import ack_offsets
+from delaywatch.streams.faust_patches import count_state_as_acked
 from delaywatch.streams.metrics import MetricsServer, WorkerMetrics
 from delaywatch.streams.tables import Tables
 from delaywatch.streams.topics import Topics
@@ -77,6 +77,9 @@ class PartitionEngines:
         # state -- written with the state, so a re-delivered event is recognised by its
         # offset even when the key it touched has since finished and left the table
         self.offsets: dict[int, dict[str, int]] = {}
+        # the same, as last written with the state (restored, or at the end of a batch):
+        # every effect of the events below it is on the broker
+        self.settled: dict[int, dict[str, int]] = {}
         # held from an engine's first change to its state being written (batch or idle
         # advance), so a timer never writes state whose outputs are not yet on the broker
         self.lock = asyncio.Lock()
@@ -84,6 +87,7 @@ class PartitionEngines:
     def reset(self) -> None:
         self.parts.clear()
         self.offsets.clear()
+        self.settled.clear()
 
     def applied(self, p: int, topic: str, offset: int) -> bool:
         """True when this record's event is already in partition ``p``'s state."""
@@ -106,6 +110,7 @@ class PartitionEngines:
                 if hasattr(part, "logic"):
                     part.logic.last_heartbeat = extra
             self.offsets[p] = dict(offsets)
+            self.settled[p] = dict(offsets)
             states = [pickle.loads(v) for k, v in list(self.table.items())
                       if partition_for(k, self.n) == p]
             engine.restore(states, clocks)
@@ -248,6 +253,7 @@ class Agents:
             async def _announce_models() -> None:
                 await self._send_model_events()
         self.metrics = WorkerMetrics()
+        count_state_as_acked(self._held_offsets)
         self.metrics_port = settings.worker.metrics_port
         self.assigned: set[Any] = set()
         self.app = app
@@ -308,7 +314,15 @@ class Agents:
                            None, out)
             engines.write_meta(p, out)
         await out.deliver()
+        for p in partitions:
+            engines.settled[p] = dict(engines.offsets.get(p, {}))
         return written
+
+    def _held_offsets(self) -> dict[TP, int]:
+        """Per input partition, the next offset whose effects are not all on the broker:
+        Faust counts every offset below it as acknowledged (``faust_patches``)."""
+        return {TP(topic, p): nxt for engines in (self.shipments, self.stock)
+                for p, offsets in engines.settled.items() for topic, nxt in offsets.items()}
 
     # -- operations --------------------------------------------------------------------------
     async def _measure_lag(self) -> None:
@@ -353,7 +367,6 @@ class Agents:
                 started = time.perf_counter()
                 out = Outbox(self.metrics)
                 touched: set[int] = set()
-                read_back: list[SourceRef] = []
                 for event in batch:
                     msg = event.message
                     part = engines.get(msg.partition)
@@ -363,11 +376,9 @@ class Agents:
                         continue
                     for source, value in await self._skipped_records(engines, msg):
                         self._apply(engines, part, handle, source, value, out)
-                        read_back.append(source)
                     self._apply(engines, part, handle, source_of(msg), event.value, out)
                     touched.add(msg.partition)
                 written = await self._settle(engines, touched, out)
-                self._ack_read_back(read_back)
                 m = self.metrics
                 m.batch_seconds.labels(engines.kind).observe(time.perf_counter() - started)
                 m.state_bytes.labels(engines.kind).set(written)
@@ -418,21 +429,6 @@ class Agents:
                                key=key.decode("utf-8", "replace") if key is not None else None)
             out.append((source, r.value()))
         return out
-
-    def _ack_read_back(self, sources: list[SourceRef]) -> None:
-        """Records read back by :meth:`_skipped_records` are acked like the ones Faust
-        delivered, now that their effects are on the broker: Faust may have read them in its
-        fetch loop without a gap to cover them, and would then never commit the partition
-        again (``faust_patches``, "Records the worker read back itself")."""
-        consumer = self.app.consumer
-        assigned = consumer.assignment()
-        by_tp: dict[TP, list[int]] = {}
-        for s in sources:
-            by_tp.setdefault(TP(s.topic, cast(int, s.partition)), []).append(
-                cast(int, s.offset))
-        for tp, offsets in by_tp.items():
-            if tp in assigned:  # revoked meanwhile: the next owner reads them again
-                ack_offsets(consumer, tp, offsets)
 
     def _shipment_record(self, part: ShipmentPartition, role: str | None, source: SourceRef,
                          value: bytes) -> list[Any]:

@@ -56,21 +56,38 @@ def _ack(book: _Bookkeeping, tp, offsets) -> None:  # what Consumer.ack records
         book._acked[tp].append(o)
 
 
-def test_records_read_back_unblock_a_commit_faust_would_never_make_again():
+def test_offsets_the_state_holds_unblock_a_commit_faust_would_never_make_again():
     """The state measured in a kill -9 run: committed 3073, records 3073..3083 read by
     Faust's fetch loop but never delivered (no gap covers them), acks from 3084 on. Faust's
-    own ``_new_offset`` refuses to commit, at every commit, for good; once the worker acks
-    the records it read back itself, the commit moves to the end."""
+    own bookkeeping refuses to commit, at every commit, for good; with the offsets the
+    worker's state holds counted as acked, the commit moves on -- also for a partition
+    with no acks at all."""
     from faust.transport.consumer import Consumer
 
-    from delaywatch.streams.faust_patches import ack_offsets
+    from delaywatch.streams import faust_patches
 
-    tp = TP("inventory", 2)
-    book = _Bookkeeping(committed=3073)
+    faust_patches.apply()
+
+    class Book(_Bookkeeping):
+        _new_offset = Consumer._new_offset
+        _should_commit = Consumer._should_commit
+        _filter_committable_offsets = Consumer._filter_committable_offsets
+
+    tp, quiet = TP("inventory", 2), TP("inventory", 3)
+    book = Book(committed=3073)
+    book._committed_offset[quiet] = 500
     _ack(book, tp, range(3084, 3200))
-    assert Consumer._new_offset(book, tp) is None
-    assert Consumer._new_offset(book, tp) is None  # stuck, not slow
+    held = {tp: 3073, quiet: 500}  # what the state holds: nothing beyond the commits
+    faust_patches.count_state_as_acked(lambda: held)
+    try:
+        assert book._filter_committable_offsets([tp]) == {}
+        assert book._filter_committable_offsets([tp]) == {}  # stuck, not slow
 
-    assert ack_offsets(book, tp, range(3073, 3084)) == 11
-    assert ack_offsets(book, tp, [3073, 3050]) == 0  # already acked / below the commit
-    assert Consumer._new_offset(book, tp) == 3200
+        held.update({tp: 3150, quiet: 640})  # the state now holds 3073..3149 and 500..639
+        committable = book._filter_committable_offsets([tp])
+        assert committable == {tp: 3200, quiet: 640}
+        book._committed_offset.update(committable)  # as Consumer._commit_offsets does
+        assert book._filter_committable_offsets([tp]) == {}  # nothing new: nothing acked
+        assert faust_patches.ack_offsets(book, tp, [3199, 3050]) == 0  # below the commit
+    finally:
+        faust_patches.count_state_as_acked(None)
