@@ -18,7 +18,7 @@ __all__ = ["configure_logging", "get_logger"]
 
 class _RateLimit(logging.Filter):
     """aiokafka logs one 'Unable connect to node' per retry while a broker restarts (~900 in
-    30 s); keep the first few of each message per minute."""
+    30 s); keep the first few of each such message per minute."""
 
     def __init__(self, per_minute: int = 5) -> None:
         super().__init__()
@@ -26,7 +26,9 @@ class _RateLimit(logging.Filter):
         self._seen: dict[tuple[str, int], int] = {}
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno >= logging.CRITICAL:
+        # our own structlog events (an event dict, not a string) are decisions -- every
+        # retry and dead letter is logged -- and are never dropped here
+        if record.levelno >= logging.CRITICAL or isinstance(record.msg, dict):
             return True
         bucket = (str(record.msg)[:60], int(record.created // 60))
         n = self._seen.get(bucket, 0) + 1
