@@ -70,6 +70,8 @@ class ShipmentState:
     scorings: list[Any] = field(default_factory=list)
     labelled: bool = False  # the delay label was learned (at the promise)
     eta_learned: bool = False  # the ETA model learned the delivery time
+    # (stage, p90 as epoch s) of each ETA given, checked against the delivery (coverage)
+    eta_issued: list[tuple[str, int]] = field(default_factory=list)
     max_p: float = 0.0  # highest p(late) before the promise (what a threshold would alert on)
     risk: tuple[float, float, float] | None = None  # p_late, eta p50, eta p90 (epoch s)
     # event time of the key's first item: its age when the placement itself was never seen
