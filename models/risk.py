@@ -51,7 +51,9 @@ Z_CLIP = 5.0  # standardised values beyond +-5 sd are clipped
 MAX_ETA_LOG_H = math.log1p(30 * 24.0)  # ETAs beyond 30 days are not estimates
 # p90s issued per order whose coverage is checked at delivery (later ones are not tracked)
 MAX_ISSUED = 32
-MODEL_VERSION = 4  # bump when features or learning change (checkpoints say which)
+# bump when features or learning change (checkpoints say which); a worker given a checkpoint
+# of another version logs ``checkpoint_ignored`` and learns from zero (retrain with `train`)
+MODEL_VERSION = 5
 
 
 class OnlineScaler:
@@ -215,7 +217,7 @@ class ResidualWindow:
         return self.sorted[min(int(q * len(self.sorted)), len(self.sorted) - 1)]
 
     def upper(self) -> float:
-        return self.quantile(self.level) + getattr(self, "shift", 0.0)  # older checkpoints
+        return self.quantile(self.level) + self.shift
 
     def track(self, missed: bool) -> None:
         """An upper bound issued with this window fell short of the delivery (``missed``) or
@@ -223,8 +225,7 @@ class ResidualWindow:
         al. 2023). Unlike the level it is not capped by the largest residual in the window --
         steering the level on the issued bounds, measured on the 20k world, pinned it at
         0.999 with the bounds still covering 59 %."""
-        self.shift = getattr(self, "shift", 0.0) + getattr(self, "step", 0.01) * (
-            float(missed) - (1.0 - self.coverage))
+        self.shift += self.step * (float(missed) - (1.0 - self.coverage))
 
     def update(self, residual: float, steer: bool = True) -> None:
         """Learn ``residual``; ``steer``: also move the level against the current upper
@@ -259,9 +260,7 @@ class EtaModel:
     def stage_of(x: dict[str, float]) -> str:
         return next((k for k in x if k.startswith("stage=")), "stage=?")
 
-    def _res(self, x: dict[str, float] | None = None, stage: str | None = None
-             ) -> ResidualWindow:
-        stage = stage or self.stage_of(x or {})
+    def _window(self, stage: str) -> ResidualWindow:
         if stage not in self.residuals:
             self.residuals[stage] = ResidualWindow(self.window, self.coverage)
         return self.residuals[stage]
@@ -273,7 +272,7 @@ class EtaModel:
         y = math.log1p(max(remaining_h, 0.0))
         self.scaler.learn_one(x)
         z = self.scaler.transform_one(x)
-        self._res(x).update(y - self.reg.predict_one(z), steer)
+        self._window(self.stage_of(x)).update(y - self.reg.predict_one(z), steer)
         self.reg.learn_one(z, y, w=w)
         self.n_learned += 1
 
@@ -281,12 +280,12 @@ class EtaModel:
         """Whether a p90 issued at ``stage`` fell short of the delivery (see
         :meth:`ResidualWindow.track`): coverage is held on the bounds customers were given,
         every one of them, not on the few scorings kept for learning."""
-        self._res(stage=stage).track(missed)
+        self._window(stage).track(missed)
 
     def predict_one(self, x: dict[str, float]) -> tuple[float, float]:
         """(p50, p90) remaining hours; p90 >= p50."""
         base = self.reg.predict_one(self.scaler.transform_one(x))
-        res = self._res(x)
+        res = self._window(self.stage_of(x))
         lo = base + res.quantile(0.5)
         hi = base + res.upper()
         lo_h = math.expm1(max(0.0, min(lo, MAX_ETA_LOG_H)))
