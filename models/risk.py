@@ -16,6 +16,7 @@ in replay, so results are reproducible; checkpointed with the partition's state.
 from __future__ import annotations
 
 import math
+from array import array
 from bisect import bisect_left, insort
 from collections import deque
 from dataclasses import dataclass, field, fields
@@ -383,13 +384,35 @@ def wilson_lower(hits: float, n: float, z: float) -> float:
     return (centre - spread) / (1 + z * z / n)
 
 
+F32_MAX = 3.4e38
+
+
 @dataclass(slots=True)
 class Scoring:
+    """A scoring kept in the order's state until its label is known.
+
+    ``x`` holds float32 values (rounded when kept, see :meth:`RiskDetector._keep`), so the
+    state stores them in 4 bytes instead of pickle's 9 and a restored vector is the very one
+    a run without a restart learns: 34 features x 7 scorings took 3.3 KB of an order's state,
+    2.1 KB this way."""
+
     at: float
     x: dict[str, float]
     p: float
     trigger: str
     stage: int = 0
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return _scoring, (self.at, tuple(self.x), array("f", self.x.values()).tobytes(),
+                          self.p, self.trigger, self.stage)
+
+
+def _scoring(at: float, names: tuple[str, ...], packed: bytes, p: float, trigger: str,
+             stage: int) -> Scoring:
+    values = array("f")
+    values.frombytes(packed)
+    return Scoring(at, {intern(k): v for k, v in zip(names, values, strict=True)}, p,
+                   trigger, stage)
 
 
 @dataclass(slots=True)
@@ -542,7 +565,9 @@ class RiskDetector:
         kept = s.scorings
         # interned names: pickle then stores each name once per order, not once per scoring
         # (halves the state the stored vectors add)
-        sc.x = {intern(k): v for k, v in sc.x.items()}
+        # float32 values (see :class:`Scoring`): learned the same with or without a restart
+        f32 = array("f", (max(-F32_MAX, min(v, F32_MAX)) for v in sc.x.values()))
+        sc.x = {intern(k): v for k, v in zip(sc.x, f32, strict=True)}
         if len(kept) >= 2 and kept[-1].stage == kept[-2].stage == sc.stage:
             kept[-1] = sc  # a newer latest of the current stage
         else:
