@@ -95,8 +95,10 @@ class ReplayResult:
             "dlq_by_reason": dict(sorted(Counter(d.reason for d in self.dead_letters).items())),
         }
         out["drift_events"] = sum(1 for e in self.model_events if e.kind == "drift")
+        out["kpi"] = {"cause_mix": cause_mix(self.alerts)}
         if truth is not None:
             out["quality"] = quality(self.alerts, truth)
+            out["quality"]["cause"] = cause_quality(self.alerts, truth)
             orders = out["quality"]["orders"]
             out["alerts_per_1000_orders"] = round(1000 * sum(
                 1 for a in self.alerts if a.status == AlertStatus.OPEN and a.category == "delay"
@@ -242,6 +244,65 @@ def model_quality(df: Any) -> dict[str, Any]:
         out["eta"]["interval_coverage"] = round(float(inside.mean()), 4)
         out["eta"]["scorings"] = len(done)
     return out
+
+
+def _broken_causes(alerts: list[Alert]) -> dict[str, str]:
+    """order_id -> cause of its ``promise_broken`` alert (the late orders as the stream saw
+    them, diagnosed when the promise passed)."""
+    return {a.order_id: (a.cause.value if a.cause is not None else "unknown")
+            for a in alerts if a.kind == "promise_broken" and a.status == AlertStatus.OPEN
+            and a.order_id is not None}
+
+
+def cause_mix(alerts: list[Alert]) -> dict[str, float]:
+    """Share of late orders (a ``promise_broken`` alert) by cause."""
+    counts = Counter(_broken_causes(alerts).values())
+    total = sum(counts.values())
+    return {c: round(n / total, 4) for c, n in sorted(counts.items())} if total else {}
+
+
+# the simulator's incidents as causes, in pipeline order: an order's root cause is the first
+# step that went wrong (a stock shortage delays everything after it)
+_TRUTH_CAUSES = (("stock_shortage", "stock_shortage"), ("waybill_missing", "waybill_missing"),
+                 ("handover_missed", "handover_missed"), ("carrier_exception", "carrier_delay"),
+                 ("tracking_stale", "carrier_delay"), ("transit_slow", "carrier_delay"))
+
+
+def cause_quality(alerts: list[Alert], truth: list[dict[str, Any]]) -> dict[str, Any]:
+    """How often the diagnosed cause of a late order is its true root cause (late orders
+    with a ``promise_broken`` alert and a named incident); a carrier exception diagnosed as
+    an address issue (a failed delivery) counts as right."""
+    diagnosed = _broken_causes(alerts)
+    first: dict[str, Alert] = {}  # each order's first delay alert: what ops saw first
+    for a in alerts:
+        if a.category == "delay" and a.status == AlertStatus.OPEN and a.order_id is not None:
+            seen = first.get(a.order_id)
+            if seen is None or a.detected_at < seen.detected_at:
+                first[a.order_id] = a
+    confusion: dict[str, Counter[str]] = defaultdict(Counter)
+    right = n = first_right = first_unknown = 0
+    for o in truth:
+        if o.get("type") != "order" or not o.get("late") or o["order_id"] not in diagnosed:
+            continue
+        kinds = {i["kind"] for i in o.get("incidents", [])}
+        root = next(((k, c) for k, c in _TRUTH_CAUSES if k in kinds), None)
+        if root is None:
+            continue
+        got = diagnosed[o["order_id"]]
+        confusion[root[1]][got] += 1
+        n += 1
+        right += _same(root, got)
+        early = first[o["order_id"]].cause
+        first_right += early is not None and _same(root, early.value)
+        first_unknown += early is None or early.value == "unknown"
+    return {"accuracy": round(right / n, 4) if n else None, "orders": n,
+            "first_alert_accuracy": round(first_right / n, 4) if n else None,
+            "first_alert_unknown": round(first_unknown / n, 4) if n else None,
+            "confusion": {t: dict(sorted(c.items())) for t, c in sorted(confusion.items())}}
+
+
+def _same(root: tuple[str, str], got: str) -> bool:
+    return got == root[1] or (root[0] == "carrier_exception" and got == "address_issue")
 
 
 def quality(alerts: list[Alert], truth: list[dict[str, Any]]) -> dict[str, Any]:

@@ -34,6 +34,20 @@ class Severity(StrEnum):
     CRITICAL = "critical"
 
 
+class Cause(StrEnum):
+    """Why a delay alert's order is late or at risk: the first step of the pipeline that
+    overran (``delaywatch.models.causes``). Consumers must accept values added later."""
+
+    STOCK_SHORTAGE = "stock_shortage"
+    PICKING_BACKLOG = "picking_backlog"
+    WAYBILL_MISSING = "waybill_missing"
+    HANDOVER_MISSED = "handover_missed"
+    CARRIER_DELAY = "carrier_delay"
+    FEED_OUTAGE = "feed_outage"
+    ADDRESS_ISSUE = "address_issue"
+    UNKNOWN = "unknown"
+
+
 SEVERITY_RANK = {Severity.LOW: 0, Severity.MEDIUM: 1, Severity.HIGH: 2, Severity.CRITICAL: 3}
 
 
@@ -93,3 +107,5 @@ class Alert(BaseModel):
     message_en: str | None = None
     compensation_suggested: Compensation | None = None
     risk: Risk | None = None
+    # delay alerts: why (added within v1: optional, absent from records written before it)
+    cause: Cause | None = None

@@ -16,6 +16,7 @@ STABLE_KEYS = [
     "quality.delay.precision", "quality.delay.recall",
     "quality.stock.precision", "quality.stock.recall",
     "quality.unannounced_late_rate", "quality.median_lead_time_hours",
+    "kpi.cause_mix", "quality.cause.accuracy", "quality.cause.first_alert_accuracy",
 ]
 
 
@@ -48,6 +49,13 @@ def test_quality_gates_on_20k_seed_7(world_20k, tmp_path):
           f"lead={q['median_lead_time_hours']} h, {summary['events_per_second']} ev/s")
     assert q["delay"]["recall"] >= 0.8 and q["delay"]["precision"] >= 0.6
     assert q["stock"]["recall"] >= 0.9 and q["stock"]["precision"] >= 0.9
+    # every delay alert says why; the late orders' causes match the simulator's root incidents
+    df_all = load_alerts(tmp_path / "out" / "alerts.jsonl")
+    delay = df_all["category"] == "delay"
+    assert df_all[delay]["cause"].notna().all() and df_all[~delay]["cause"].isna().all()
+    print(f"causes: {q['cause']['accuracy']} of {q['cause']['orders']} late orders, "
+          f"first alert {q['cause']['first_alert_accuracy']}; mix {summary['kpi']['cause_mix']}")
+    assert q["cause"]["orders"] >= 0.9 * q["late_orders"] and q["cause"]["accuracy"] >= 0.95
     on_disk = orjson.loads((tmp_path / "out" / "summary.json").read_bytes())
     assert on_disk["quality"] == q
     df = load_alerts(tmp_path / "out" / "alerts.jsonl")

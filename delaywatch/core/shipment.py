@@ -10,6 +10,7 @@ from delaywatch.config.thresholds import Thresholds
 from delaywatch.core.alerts import Transition, ts_to_dt
 from delaywatch.core.engine import Forward, Rejected
 from delaywatch.core.state import ShipmentState, Stage
+from delaywatch.models.causes import diagnose
 from delaywatch.models.messages import customer_message
 from delaywatch.models.risk import MODEL_NAME, MODEL_VERSION, RiskDetector
 from delaywatch.models.rules import DelayRules, ShipmentDetector, dispatch_deadlines
@@ -264,4 +265,5 @@ class ShipmentLogic:
             promised_at=ts_to_dt(s.promised_at) if s.promised_at else None,
             customer_ref=s.customer_ref, customer_tier=s.customer_tier,
             message_ko=ko, message_en=en, compensation_suggested=comp, risk=risk,
+            cause=diagnose(t.kind, s, t.at),
         )
