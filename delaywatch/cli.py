@@ -116,6 +116,9 @@ def simulate(
     noise: bool = typer.Option(True, help="duplicates, out-of-order, late and malformed records"),
     start: str | None = typer.Option(None, help="first day, e.g. 2026-05-13 (KST); default "
                                      "2026-05-20 (history for `train` starts earlier)"),
+    scenario: str | None = typer.Option(
+        None, help="an operational failure on the promotion day: carrier_outage, "
+        "hub_congestion or integration_failure (the truth's meta record says what it did)"),
 ) -> None:
     """Simulate OMS/WMS/TMS streams with injected incidents and noise."""
     from datetime import datetime
@@ -124,7 +127,11 @@ def simulate(
     from delaywatch.simulate import simulate as run
 
     first = datetime.fromisoformat(start).replace(tzinfo=KST) if start else None
-    records, facts = run(orders=orders, seed=seed, noise=noise, start=first)
+    try:
+        records, facts = run(orders=orders, seed=seed, noise=noise, start=first,
+                             scenario=scenario)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
     for path in (out, truth):
         path.parent.mkdir(parents=True, exist_ok=True)
     write_jsonl(out, records)

@@ -168,6 +168,20 @@ CONGESTION = {"LOTTE": (0.40, 10, 24), "CJ": (0.12, 0, 10), "HANJIN": (0.12, 0, 
 #   the day's handover; CHA-3 has no evening shift
 CUTOFF_RUSH_FROM = 16  # local hour
 CUTOFF_RUSH = {"ICN-1": 0.10, "PYT-2": 0.20, "CHA-3": 0.60}
+# Scenarios (issue #8), on the promotion day (the second day without one); each leaves every
+# other order as it is and labels what it did: a ``scenario`` entry in the meta record and an
+# incident of its name on each order it affected.
+SCENARIOS = {
+    "carrier_outage": "CJ's scan feed is silent 10:00-14:00; the scans of those hours arrive "
+                      "in a burst when it returns",
+    "hub_congestion": "옥천 허브 (CJ) holds every parcel arriving from 00:00 to 12:00 the next "
+                      "day for an extra day",
+    "integration_failure": "orders paid 12:00-16:00 reach the WMS only at 16:00: no pick, "
+                           "no waybill before",
+}
+OUTAGE_CARRIER, CONGESTED_HUB = "CJ", "옥천 허브"
+_SCENARIO_HOURS = {"carrier_outage": (10, 14), "hub_congestion": (0, 36),
+                   "integration_failure": (12, 16)}
 OVERSELL_SHARE = 0.01
 NEGATIVE_SHARE = 0.002
 
@@ -310,7 +324,8 @@ class _Order:
 
 
 class _Sim:
-    def __init__(self, orders: int, seed: int, start: datetime, promo: bool, noise: bool):
+    def __init__(self, orders: int, seed: int, start: datetime, promo: bool, noise: bool,
+                 scenario: str | None = None):
         self.n_orders = orders
         self.seed = seed
         self.rng = random.Random(seed)
@@ -322,6 +337,15 @@ class _Sim:
         self.promo_day = self.days // 2 if promo else None
         base = _day0(self.start)
         self.promo_start = base + self.promo_day * DAY if self.promo_day is not None else None
+        self.scenario = scenario
+        self.window = (0, 0)  # the scenario's [start, end), epoch ms
+        if scenario is not None:
+            day = self.promo_start if self.promo_start is not None else base + DAY
+            lo, hi = _SCENARIO_HOURS[scenario]
+            self.window = (day + lo * HOUR, day + hi * HOUR)
+        # the scenario's own draws: every other order stays as the same seed makes it
+        self.srng = random.Random(f"{seed}:{scenario}")
+        self.affected = 0
         self.records: list[dict[str, Any]] = []
         self.scan_idx: list[int] = []
         self.order_idx: list[int] = []
@@ -628,6 +652,11 @@ class _Sim:
             else:
                 w = d0 + span(8 * HOUR, 16 * HOUR)
             pu_day = d0
+            if self._in_window("integration_failure", p):
+                # the WMS learns of the order when the integration is back
+                w = max(w, self.window[1] + int(self.srng.uniform(30 * MIN, 3 * HOUR)))
+                pu_day = max(d0, _day0(w) if _tod(w) <= late_cut else _day0(w) + DAY)
+                self._affect(incidents, "integration_failure", p)
             if kind == "handover_missed":
                 pu_day += DAY
                 incidents.append({"kind": kind, "detectable_at": _iso(d0 + 23 * HOUR)})
@@ -714,11 +743,39 @@ class _Sim:
             tail.append([delivered, "delivered", self.rng.choice(_DROP_SPOTS)])
         scans.extend(tail)
         scans = self._fill_gaps(scans, stale_from, o.region)
+        self._hold(scans, hub1, incidents)
         delivered = scans[-1][0]
+        if (self.scenario == "carrier_outage" and o.carrier == OUTAGE_CARRIER
+                and pu < self.window[1] and delivered > self.window[0]):
+            self._affect(incidents, "carrier_outage", self.window[0])  # in flight, unheard
         truth["delivered_at"] = _iso(delivered)
         truth["late"] = delivered > promised
         self._emit_scans(o, scans)
         return truth
+
+    def _in_window(self, scenario: str, t: int) -> bool:
+        return self.scenario == scenario and self.window[0] <= t < self.window[1]
+
+    def _affect(self, incidents: list[dict[str, Any]], kind: str, t: int) -> None:
+        self.affected += 1
+        incidents.append({"kind": kind, "detectable_at": _iso(t)})
+
+    def _hold(self, scans: list[list[Any]], hub: str, incidents: list[dict[str, Any]]) -> None:
+        """hub_congestion: a parcel arriving at the congested hub in the window leaves it a day
+        later, and every scan after moves with it (times of day kept; the hub scans nothing
+        while it holds; no new draw, so the orders after it stay the same)."""
+        if hub != CONGESTED_HUB:
+            return
+        arrive = next((sc[0] for sc in scans if sc[1] == "arrived_at_hub" and sc[2] == hub),
+                      None)
+        if arrive is None or not self._in_window("hub_congestion", arrive):
+            return
+        for sc in scans:
+            if sc[0] > arrive:
+                sc[0] += DAY
+                if len(sc) > 3:
+                    sc[3] += DAY  # the carrier's ETA knows
+        self._affect(incidents, "hub_congestion", arrive)
 
     def _fill_gaps(
         self, scans: list[list[Any]], stale_from: int | None, region: str
@@ -840,6 +897,11 @@ class _Sim:
             for i in range(len(arrivals) - 1):
                 if rnd() < OUT_OF_ORDER_RATE:
                     arrivals[i] = max(arrivals[i], arrivals[i + 1] + span(SEC, 10 * MIN))
+        if self.scenario == "carrier_outage" and o.carrier == OUTAGE_CARRIER:
+            lo, hi = self.window
+            for i, sc in enumerate(scans):
+                if lo <= sc[0] < hi:  # buffered by the carrier, re-sent when the feed is back
+                    arrivals[i] = max(arrivals[i], hi + int(self.srng.uniform(0, 20 * MIN)))
         for sc, arr in zip(scans, arrivals, strict=True):
             value: dict[str, Any] = {
                 "schema_version": 1,
@@ -1017,6 +1079,14 @@ class _Sim:
             "days": self.days,
             "promo_day": (_iso(self.promo_start)[:10] if self.promo_start is not None else None),
         }
+        if self.scenario is not None:
+            meta["scenario"] = {
+                "name": self.scenario, "what": SCENARIOS[self.scenario],
+                "scope": {"carrier_outage": f"carrier:{OUTAGE_CARRIER}",
+                          "hub_congestion": f"hub:{CONGESTED_HUB}",
+                          "integration_failure": "feed:wms"}[self.scenario],
+                "start": _iso(self.window[0]), "end": _iso(self.window[1]),
+                "affected_orders": self.affected}
         stock_truth = [
             {"type": "stock", "key": key, "incidents": self.stock_incidents[key]}
             for key in sorted(self.stock_incidents)
@@ -1038,17 +1108,21 @@ def simulate(
     start: datetime | None = None,
     promo: bool = True,
     noise: bool = True,
+    scenario: str | None = None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Return ``(records, truth)`` for ``orders`` orders; deterministic per ``seed``.
 
     ``records`` are sorted by arrival ``ts`` (epoch ms); ``truth[0]`` is the meta record.
     ``promo=False`` drops the promotion day (surge, hub congestion, oversell and
     stock-mismatch incidents); ``noise=False`` drops duplicates, reordering, late and
-    malformed records.
+    malformed records. ``scenario`` (a key of :data:`SCENARIOS`) adds one operational failure
+    on the promotion day and leaves every other order as the same seed makes it.
     """
     if orders < 0:
         raise ValueError("orders must be >= 0")
-    sim = _Sim(orders, seed, DEFAULT_START if start is None else start, promo, noise)
+    if scenario is not None and scenario not in SCENARIOS:
+        raise ValueError(f"unknown scenario {scenario!r}: one of {', '.join(SCENARIOS)}")
+    sim = _Sim(orders, seed, DEFAULT_START if start is None else start, promo, noise, scenario)
     return sim.run()
 
 

@@ -176,3 +176,87 @@ def test_write_jsonl_roundtrip(tmp_path) -> None:
     lines = path.read_bytes().splitlines()
     assert len(lines) == len(records)
     assert [orjson.loads(line) for line in lines] == records
+
+
+# -- scenarios (issue #8) -------------------------------------------------------------------
+def _ts(iso: str) -> float:
+    return datetime.fromisoformat(iso).timestamp()
+
+
+def _scans_by_order(records: list[dict]) -> dict[str, list[dict]]:
+    out: dict[str, dict[str, dict]] = defaultdict(dict)  # duplicates (noise) counted once
+    for r in records:
+        if r["topic"] == "carrier-scans" and "value" in r and "malformed" not in r:
+            out[r["key"]][r["value"]["event_id"]] = r
+    return {k: list(v.values()) for k, v in out.items()}
+
+
+@pytest.fixture(scope="module")
+def scenario_worlds(big) -> dict[str, tuple[list[dict], list[dict]]]:
+    from delaywatch.simulate import SCENARIOS
+
+    return {name: simulate(5000, seed=7, scenario=name) for name in SCENARIOS}
+
+
+@pytest.mark.parametrize("name", ["carrier_outage", "hub_congestion", "integration_failure"])
+def test_a_scenario_labels_what_it_did_and_leaves_every_other_order_alone(
+        name, big, scenario_worlds) -> None:
+    records, truth = scenario_worlds[name]
+    meta = truth[0]["scenario"]
+    assert meta["name"] == name and _ts(meta["start"]) < _ts(meta["end"])
+    hit = [o for o in _orders(truth) if any(i["kind"] == name for i in o["incidents"])]
+    assert meta["affected_orders"] == len(hit) > 50
+    base = {o["order_id"]: o for o in _orders(big[1])}
+    others = [o for o in _orders(truth) if o not in hit]
+    assert all(base[o["order_id"]] == o for o in others)  # the same world around it
+    assert len(records) == len(big[0])
+
+
+def test_carrier_outage_holds_back_the_carriers_scans_until_the_feed_returns(
+        scenario_worlds) -> None:
+    records, truth = scenario_worlds["carrier_outage"]
+    meta = truth[0]["scenario"]
+    lo, hi = _ts(meta["start"]) * 1000, _ts(meta["end"]) * 1000
+    during = [r for r in records if r["topic"] == "carrier-scans" and "value" in r
+              and "malformed" not in r and lo <= _ts(r["value"]["occurred_at"]) * 1000 < hi]
+    cj = [r for r in during if r["value"]["carrier"] == "CJ"]
+    assert cj and all(r["ts"] >= hi for r in cj)  # buffered, re-sent after the outage
+    other = [r for r in during if r["value"]["carrier"] != "CJ"]
+    assert other and sum(r["ts"] < hi for r in other) > 0.9 * len(other)
+
+
+def test_hub_congestion_holds_parcels_a_day_at_the_hub(big, scenario_worlds) -> None:
+    from delaywatch.simulate import CONGESTED_HUB
+
+    records, truth = scenario_worlds["hub_congestion"]
+    base = {o["order_id"]: o for o in _orders(big[1])}
+    hit = [o for o in _orders(truth)
+           if any(i["kind"] == "hub_congestion" for i in o["incidents"])]
+    scans = _scans_by_order(records)
+    for o in hit:
+        assert _ts(o["delivered_at"]) - _ts(base[o["order_id"]]["delivered_at"]) == 86400
+        seq = sorted(scans[o["order_id"]], key=lambda r: r["value"]["occurred_at"])
+        i = next(k for k, r in enumerate(seq) if r["value"]["location"] == CONGESTED_HUB)
+        gap = _ts(seq[i + 1]["value"]["occurred_at"]) - _ts(seq[i]["value"]["occurred_at"])
+        assert gap > 86400  # held: nothing scanned at the hub for over a day
+    assert sum(o["late"] for o in hit) > 0.8 * len(hit)
+
+
+def test_integration_failure_keeps_orders_from_the_warehouse_until_it_is_back(
+        scenario_worlds) -> None:
+    records, truth = scenario_worlds["integration_failure"]
+    meta = truth[0]["scenario"]
+    hi = _ts(meta["end"])
+    hit = {o["order_id"] for o in _orders(truth)
+           if any(i["kind"] == "integration_failure" for i in o["incidents"])}
+    wms = [r for r in records if "value" in r and "malformed" not in r and (
+        (r["topic"] == "carrier-scans" and r["value"]["scan_type"] == "waybill_created"
+         and r["key"] in hit)
+        or (r["topic"] == "inventory" and r["value"].get("event_type") == "stock_picked"
+            and r["value"].get("order_id") in hit))]
+    assert wms and all(_ts(r["value"]["occurred_at"]) >= hi for r in wms)
+
+
+def test_unknown_scenario_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown scenario"):
+        simulate(10, seed=1, scenario="meteor_strike")
