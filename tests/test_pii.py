@@ -8,7 +8,7 @@ from typing import Any
 
 from delaywatch.core.pipeline import Topology
 from delaywatch.replay import record_bytes, role_of
-from delaywatch.schemas.dlq import SourceRef
+from delaywatch.schemas.dlq import DeadLetter, SourceRef
 
 
 def pii_strings(records: list[dict[str, Any]]) -> set[str]:
@@ -46,3 +46,34 @@ def test_no_pii_in_alerts_state_or_logs(small_world, make_settings, thresholds, 
     for s in secrets:
         assert s not in blob, f"PII {s[:3]}… in an alert or log line"
         assert s.encode() not in state, f"PII {s[:3]}… in table state"
+
+
+def test_no_pii_in_model_checkpoint_predictions_or_stored_vectors(small_world, make_settings,
+                                                                   thresholds):
+    """With the learned models on: the checkpoint, every prediction (with its feature vector,
+    as analysts get them) and the scorings kept in state."""
+    records, _ = small_world
+    secrets = pii_strings(records)
+    settings = make_settings(partitions=2)
+    settings.models.enabled = True
+    topo = Topology(settings, thresholds)
+    topo.risk.keep_features = True
+    outputs = []
+
+    def keep(outs):  # every output but dead letters (the DLQ keeps the original bytes)
+        outputs.extend(repr(o) for o in outs if not isinstance(o, DeadLetter))
+
+    for i, rec in enumerate(records):
+        role = role_of(rec["topic"], settings)
+        src = SourceRef(topic=rec["topic"], offset=i, key=rec.get("key"))
+        keep(topo.feed(role or "", rec.get("key"), record_bytes(rec), src))
+    keep(topo.flush())
+    assert any("Prediction(" in o and "x={" in o for o in outputs)
+    blob = "\n".join(outputs)
+    checkpoint = topo.models.dumps()
+    state = b"".join(pickle.dumps(ks) for part in topo.shipments
+                     for ks in part.engine.states.values())
+    for s in secrets:
+        assert s not in blob, f"PII {s[:3]}… in a prediction or other output"
+        assert s.encode() not in checkpoint, f"PII {s[:3]}… in the model checkpoint"
+        assert s.encode() not in state, f"PII {s[:3]}… in stored feature vectors"

@@ -63,6 +63,26 @@ def test_bad_records_go_to_dlq_and_change_nothing(kafka, make_settings, threshol
     assert "delaywatch_dead_letters_total" in metrics_text
     leaked = [s for s in secrets if s in log_text or s in alerts_text or s in metrics_text]
     assert not leaked, f"PII in worker log, alerts or metrics: {leaked[:3]}"
+    # ... nor in any topic on the broker but the inputs and the restricted ones that keep
+    # original bytes for re-processing (DLQ, retry tiers): changelogs, alerts, internal
+    from confluent_kafka.admin import AdminClient
+
+    from delaywatch.bench_kafka import read_topic
+    from delaywatch.kafka_io import client_config
+
+    t = settings.topics
+    restricted = {t.orders, t.inventory, t.scans, t.dlq, *(tier for tier, _ in t.retry_tiers)}
+    topics = sorted(n for n in AdminClient(client_config(settings)).list_topics(
+        timeout=10).topics if n not in restricted and not n.startswith("__"))
+    assert any(n.endswith("-changelog") for n in topics) and t.alerts_delay in topics
+    leaks_in = {}
+    for name in topics:
+        blob = b"\n".join((m.key() or b"") + b" " + (m.value() or b"")
+                          for m in read_topic(settings, name))
+        found = [s for s in secrets if s.encode() in blob]
+        if found:
+            leaks_in[name] = len(found)
+    assert not leaks_in, f"PII in topics {leaks_in}"
     # ops tools: inspect agrees with the topic; replay re-injects each original once, and
     # the copies that fail again are not fed back
     from delaywatch.dlq import inspect, replay_reason
@@ -80,5 +100,5 @@ def test_bad_records_go_to_dlq_and_change_nothing(kafka, make_settings, threshol
     print(f"\nbad input live: {n_bad} bad records ({dict(expected_bad)}), "
           f"{len(live['dlq'])} dead letters by reason {dict(reasons)}, worker alive, "
           f"{len(set(alert_signature(live['alerts'])))} alerts identical to the clean run; "
-          f"no PII ({len(secrets)} customer strings) in alerts, worker log, /metrics or the "
-          f"DLQ samples for ops")
+          f"no PII ({len(secrets)} customer strings) in alerts, worker log, /metrics, the "
+          f"DLQ samples for ops or {len(topics)} topics ({', '.join(topics)})")
