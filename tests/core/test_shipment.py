@@ -410,3 +410,25 @@ def test_an_order_never_placed_leaves_the_table_after_the_max_age(monkeypatch, w
     assert states["O-GHOST"].data.first_seen_at == kst(0, 10).timestamp()
     world.advance(kst(2, 11))
     assert "O-GHOST" not in states
+
+
+def test_an_order_delivered_days_early_stays_until_its_promise_to_be_learned(
+        make_settings, thresholds) -> None:
+    """With the models on, an order delivered long before its promise (Olist: most on-time
+    orders, by a median 13 days) keeps its stored scorings until the promise passes, and the
+    model learns it as on time; after that it leaves. Before, it left 3 days after delivery
+    with its label, and the model learned mostly late orders."""
+    settings = make_settings(partitions=1)
+    settings.models.enabled = True
+    w = World(settings, thresholds)
+    risk = w.topology.risk
+    picked_up_order(w, promised_at=kst(12, 22))
+    w.scan("O-1", "delivered", kst(1, 15))
+    states = w.topology.shipments[0].engine.states
+    w.advance(kst(6, 12))  # retention (3 days) long past
+    assert "O-1" in states and states["O-1"].data.scorings and not states["O-1"].data.labelled
+    learned = risk.model.n_learned
+    w.advance(kst(12, 23))  # the promise passed
+    assert risk.model.n_learned > learned  # learned...
+    assert risk.threshold.labels >= 1
+    assert "O-1" not in states  # ... and gone
