@@ -582,7 +582,9 @@ class RiskDetector:
             if "=" in name:
                 words.append(name.replace("=", " is "))
             elif name.startswith("late_rate["):
-                words.append(f"recent late rate for this {name[10:-1]} {value:.0%}")
+                words.append(f"recent late rate for this {name[10:-1]} {value:+.0%} vs all")
+            elif name.startswith("late_rate_of["):
+                words.append(f"late rate for this {name[13:-1]} {value:+.0%} vs all")
             elif name.startswith("h_"):
                 words.append(f"{name[2:].replace('_', ' ')} {value:.1f} h")
             else:
