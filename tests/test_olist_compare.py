@@ -116,6 +116,10 @@ def test_result_structure_and_sanity(result: Any) -> None:
     # the online model scores with outcomes known before placement only
     known = result["online"]["outcomes_known_at_placement"]
     assert known["test_min"] <= known["test_median"] <= known["test_max"] < 3584
+    # the comparison says how sure it is: a paired bootstrap interval around each difference
+    for name, d in result["online_minus_batch_roc_auc"].items():
+        gap = result["metrics"]["online"]["roc_auc"] - result["metrics"][name]["roc_auc"]
+        assert abs(d["diff"] - gap) <= 2e-4 and d["ci95"][0] <= d["diff"] <= d["ci95"][1]
 
 
 def test_batch_is_fitted_on_train_only_and_scored_on_test(placed: Any, spied: Any) -> None:
