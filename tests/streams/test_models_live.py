@@ -211,13 +211,13 @@ def test_live_vs_replay_with_models_four_partitions(
     print(f"\np_late of {len(both)} delay alerts in both: mean |dp| {mean_dp:.4f}, "
           f"max {max(dp):.4f}; {len(set(got_rules))} rule alerts == replay; "
           f"{time.monotonic() - t0:.0f} s")
-    # Measured: live runs gave delay_risk Jaccard 0.905-0.909 and mean |dp| 0.036-0.037 (the
-    # stock models' alerts were equal); with the per-value late-rate features and 3,000
-    # training orders, 0.72-0.80 and 0.030-0.041 (replay 86 alerts, live 99-107); replays of the same records re-interleaved at random
-    # (chunks of 1-500 records per topic partition, harsher than a live fetch) gave Jaccard
-    # 0.52-0.65 and mean |dp| 0.07-0.13; a worker that ignored its checkpoint (cold model)
-    # gives Jaccard 0 and mean |dp| 0.26. The bounds admit any interleaving and catch a
-    # model that is not the trained, shared one.
+    # Measured: two live runs gave delay_risk Jaccard 0.72 / 0.80 and mean |dp| 0.041 /
+    # 0.030 (replay 86 alerts, live 99-107; the stock models' alerts were equal). With the
+    # model before the per-value late rates (trained on 1,500 orders): live 0.905-0.909 and
+    # 0.036-0.037; replays of the same records re-interleaved at random (chunks of 1-500
+    # records per topic partition, harsher than a live fetch) 0.52-0.65 and 0.07-0.13; a
+    # worker that ignored its checkpoint (cold model) Jaccard 0 and 0.26. The bounds admit
+    # any interleaving and catch a model that is not the trained, shared one.
     assert jaccard["delay_risk"] >= 0.5
     assert mean_dp <= 0.15
     assert jaccard["stock_anomaly"] >= 0.5 and jaccard["stockout_forecast"] >= 0.5
