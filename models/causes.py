@@ -11,7 +11,8 @@ alert's event time, so the worker and a replay give the same cause:
   cut-off, then a handover after its deadline, then the carrier. With no deadline passed
   yet, ``promise_at_risk`` (the order stayed in a step past that step's budget) names the
   step: paid -> picking backlog, waybill -> handover; a model's early warning with nothing
-  overrun yet is ``unknown`` (its ``risk.top_features`` say what the model saw).
+  overrun yet takes the cause its top drivers point at (a slow carrier lane, the site's
+  cut-off hour, a backlog, a short line), else ``unknown``.
 
 ``feed_outage`` is reserved for the feed-health detector (a silent carrier feed explains its
 orders' stale tracking).
@@ -24,6 +25,8 @@ orders' stale tracking).
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from delaywatch.core.state import ShipmentState, Stage
 from delaywatch.schemas.alerts import Cause
@@ -38,8 +41,23 @@ _BY_KIND = {
 }
 
 
-def diagnose(kind: str, s: ShipmentState, at: float) -> Cause:
-    """The cause of a delay alert of ``kind`` on order ``s`` at event time ``at``."""
+# what a model's top drivers point at, for a warning with nothing overrun yet (prefixes of
+# feature names, models/features.py; first match wins)
+_DRIVER_CAUSES = (
+    (("stock_short",), Cause.STOCK_SHORTAGE),
+    # the hour an order was paid, against the site's cut-off: whether it makes the handover
+    (("warehouse_hour=", "paid_hour="), Cause.HANDOVER_MISSED),
+    (("backlog_wh", "warehouse=", "late_rate[warehouse]", "late_rate_of[warehouse]"),
+     Cause.PICKING_BACKLOG),
+    (("carrier", "lane=", "dest=", "load_day×carrier", "late_rate[carrier]", "late_rate[lane]",
+      "late_rate_of[carrier", "late_rate_of[lane]", "late_rate_of[dest]", "h_since_progress",
+      "eta_minus_promise", "exception_open"), Cause.CARRIER_DELAY),
+)
+
+
+def diagnose(kind: str, s: ShipmentState, at: float, drivers: Sequence[str] = ()) -> Cause:
+    """The cause of a delay alert of ``kind`` on order ``s`` at event time ``at``;
+    ``drivers``: the model's top features of a ``delay_risk`` warning, most pushing first."""
     if kind in _BY_KIND:
         return _BY_KIND[kind]
     if kind == "carrier_exception":
@@ -60,6 +78,10 @@ def diagnose(kind: str, s: ShipmentState, at: float) -> Cause:
             return Cause.PICKING_BACKLOG
         if s.stage == Stage.WAYBILL:
             return Cause.HANDOVER_MISSED
+    for name in drivers:  # nothing overran yet: what the model saw
+        for prefixes, cause in _DRIVER_CAUSES:
+            if name.startswith(prefixes):
+                return cause
     return Cause.UNKNOWN
 
 

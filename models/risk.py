@@ -591,6 +591,11 @@ class RiskDetector:
                 words.append(f"{name} {value:g}")
         return words
 
+    def drivers(self, s: ShipmentState) -> list[str]:
+        """Names of the features pushing the latest scoring's p(late) up the most."""
+        return [name for name, _ in self.model.contributions(s.scorings[-1].x)] if (
+            s.scorings) else []
+
     def explain_state(self, s: ShipmentState) -> list[str]:
         """Drivers of the latest scoring of this order, in words."""
         return self.explain(s.scorings[-1].x) if s.scorings else []

@@ -281,5 +281,6 @@ class ShipmentLogic:
             promised_at=ts_to_dt(s.promised_at) if s.promised_at else None,
             customer_ref=s.customer_ref, customer_tier=s.customer_tier,
             message_ko=ko, message_en=en, compensation_suggested=comp, risk=risk,
-            cause=diagnose(t.kind, s, t.at),
+            cause=diagnose(t.kind, s, t.at, self.risk.drivers(s) if (
+                self.risk is not None and t.kind == "delay_risk") else ()),
         )

@@ -59,7 +59,19 @@ def test_before_any_deadline_the_rule_names_the_step_the_model_does_not():
     assert diagnose("promise_at_risk", paid, 5 * H) == Cause.PICKING_BACKLOG
     packed = _order(stage=Stage.WAYBILL, waybill_at=3 * H)
     assert diagnose("promise_at_risk", packed, 5 * H) == Cause.HANDOVER_MISSED
-    # an early warning from the model with nothing overrun: unknown, its top features explain
+    # an early warning from the model with nothing overrun and no drivers given: unknown
     assert diagnose("delay_risk", paid, 5 * H) == Cause.UNKNOWN
     assert diagnose("delay_risk", _order(stage=Stage.ORDERED, paid_at=None), 1 * H) == (
         Cause.UNKNOWN)
+
+
+def test_a_model_warning_with_nothing_overrun_takes_the_cause_its_drivers_point_at():
+    paid = _order()
+    assert diagnose("delay_risk", paid, 5 * H, ["carrier_dest=HANJIN>JEJ", "h_to_promise"]) == (
+        Cause.CARRIER_DELAY)
+    assert diagnose("delay_risk", paid, 5 * H, ["h_to_promise", "warehouse_hour=CHA-3@17"]) == (
+        Cause.HANDOVER_MISSED)
+    assert diagnose("delay_risk", paid, 5 * H, ["backlog_wh"]) == Cause.PICKING_BACKLOG
+    assert diagnose("delay_risk", paid, 5 * H, ["h_to_promise", "log_value"]) == Cause.UNKNOWN
+    # an overrun step still wins over what the model believes
+    assert diagnose("delay_risk", paid, 11 * H, ["carrier=CJ"]) == Cause.WAYBILL_MISSING
