@@ -44,13 +44,28 @@ class StockThresholds(BaseModel):
     snapshot_pair_window_h: float = Field(2.0, gt=0)
 
 
+NO_COMPENSATION = "none"
+
+
 class CompensationRule(BaseModel):
+    """One line of the compensation policy: a promise broken by at least ``late_h`` hours,
+    for a customer of ``tier`` and a delay of one of ``causes`` (``*``: any), earns ``kind``
+    worth ``amount_krw``, valid ``expires_days`` from the alert. ``kind: none`` is an explicit
+    "no compensation" (e.g. the customer's own address problem)."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    name: str | None = None
     tier: str = "*"
+    causes: list[str] = Field(default_factory=lambda: ["*"], min_length=1)
     late_h: float = Field(0.0, ge=0)
     kind: str
     amount_krw: int = Field(ge=0)
+    expires_days: float = Field(30.0, gt=0)
+
+    def matches(self, tier: str | None, late_h: float, cause: str | None) -> bool:
+        return (self.tier in ("*", tier) and late_h >= self.late_h
+                and ("*" in self.causes or cause in self.causes))
 
 
 class Thresholds(BaseModel):
@@ -63,6 +78,18 @@ class Thresholds(BaseModel):
     lanes: dict[str, dict[str, Any]] = Field(default_factory=dict)
     stock: StockThresholds = StockThresholds()
     compensation: list[CompensationRule] = Field(default_factory=list)
+
+    @field_validator("compensation")
+    @classmethod
+    def _named_rules(cls, rules: list[CompensationRule]) -> list[CompensationRule]:
+        # every rule gets a stable name (alerts carry it); unnamed ones their position
+        named = [r if r.name else r.model_copy(update={"name": f"compensation[{i}]"})
+                 for i, r in enumerate(rules)]
+        names = [r.name for r in named]
+        dup = sorted({n for n in names if names.count(n) > 1 and n is not None})
+        if dup:
+            raise ValueError(f"compensation rule names must be unique: {dup}")
+        return named
 
     def model_post_init(self, __context: Any) -> None:
         # Validate every override eagerly so a typo fails at start-up, not at 3 a.m.
@@ -94,11 +121,10 @@ class Thresholds(BaseModel):
         cache[(carrier, service_level)] = result
         return result
 
-    def compensation_for(self, tier: str | None, late_h: float) -> CompensationRule | None:
-        for rule in self.compensation:
-            if rule.tier in ("*", tier) and late_h >= rule.late_h:
-                return rule
-        return None
+    def compensation_for(self, tier: str | None, late_h: float,
+                         cause: str | None = None) -> CompensationRule | None:
+        """The first rule of the policy that matches (``kind`` may be ``none``), or None."""
+        return next((r for r in self.compensation if r.matches(tier, late_h, cause)), None)
 
 
 def load_thresholds(path: Path | None = None) -> Thresholds:

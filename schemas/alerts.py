@@ -52,11 +52,17 @@ SEVERITY_RANK = {Severity.LOW: 0, Severity.MEDIUM: 1, Severity.HIGH: 2, Severity
 
 
 class Compensation(BaseModel):
+    """What the compensation policy (``config/thresholds.yaml``) grants for a broken promise."""
+
     model_config = ConfigDict(frozen=True)
 
     kind: str
     amount_krw: int
     reason: str
+    # added within v1 (absent from records written before): the policy rule that chose it,
+    # and until when the coupon is valid
+    rule: str | None = None
+    expires_at: UtcDatetime | None = None
 
 
 class Risk(BaseModel):

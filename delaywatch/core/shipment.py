@@ -6,7 +6,7 @@ import math
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from delaywatch.config.thresholds import Thresholds
+from delaywatch.config.thresholds import NO_COMPENSATION, Thresholds
 from delaywatch.core.alerts import Transition, ts_to_dt
 from delaywatch.core.engine import Forward, Rejected
 from delaywatch.core.state import ShipmentState, Stage
@@ -253,14 +253,13 @@ class ShipmentLogic:
         return out
 
     def _alert(self, s: ShipmentState, t: Transition) -> Alert:
+        cause = diagnose(t.kind, s, t.at, self.risk.drivers(s) if (
+            self.risk is not None and t.kind == "delay_risk") else ())
         comp = None
         late_h = None
         if t.kind == "promise_broken" and s.promised_at is not None:
             late_h = ((s.delivered_at or t.at) - s.promised_at) / H
-            rule = self.thresholds.compensation_for(s.customer_tier, late_h)
-            if rule is not None:
-                comp = Compensation(kind=rule.kind, amount_krw=rule.amount_krw,
-                                    reason=f"tier={rule.tier} late>={rule.late_h:g}h")
+            comp = self._compensation(s, late_h, cause, t.at)
         risk = None
         eta = s.carrier_eta
         if s.risk is not None:
@@ -280,7 +279,18 @@ class ShipmentLogic:
             carrier=s.carrier, stage=s.stage.label,
             promised_at=ts_to_dt(s.promised_at) if s.promised_at else None,
             customer_ref=s.customer_ref, customer_tier=s.customer_tier,
-            message_ko=ko, message_en=en, compensation_suggested=comp, risk=risk,
-            cause=diagnose(t.kind, s, t.at, self.risk.drivers(s) if (
-                self.risk is not None and t.kind == "delay_risk") else ()),
+            message_ko=ko, message_en=en, compensation_suggested=comp, risk=risk, cause=cause,
         )
+
+    def _compensation(self, s: ShipmentState, late_h: float, cause: str,
+                      at: float) -> Compensation | None:
+        """What the policy grants for a promise broken by ``late_h`` hours: re-decided at
+        every transition, so the resolved alert (at delivery) carries the final amount."""
+        rule = self.thresholds.compensation_for(s.customer_tier, late_h, cause)
+        if rule is None or rule.kind == NO_COMPENSATION:
+            return None
+        return Compensation(
+            kind=rule.kind, amount_krw=rule.amount_krw, rule=rule.name,
+            reason=f"late {late_h:.1f} h >= {rule.late_h:g} h, tier {s.customer_tier or '-'}, "
+                   f"cause {cause}",
+            expires_at=ts_to_dt(at + rule.expires_days * 86400.0))

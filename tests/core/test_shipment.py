@@ -291,6 +291,57 @@ def test_not_delivered_by_the_promise_is_promise_broken_with_compensation(
     assert resolved.evidence["late_hours"] == 25.0
 
 
+def test_the_compensation_policy_weighs_the_cause_and_names_its_rule(world) -> None:
+    # never picked up: the handover was missed (the shop's side), delivered 25 h late
+    paid_order(world)
+    world.scan("O-1", "waybill_created", kst(0, 14))
+    world.scan("O-1", "picked_up", kst(1, 6))
+    world.scan("O-1", "delivered", kst(2, 23))
+    world.advance(kst(3, 0))
+    opened, resolved = world.of("O-1", "promise_broken")
+    assert opened.cause == resolved.cause == "handover_missed"
+    assert opened.compensation_suggested is not None
+    assert (opened.compensation_suggested.rule, opened.compensation_suggested.amount_krw) == (
+        "late", 2000)
+    comp = resolved.compensation_suggested
+    assert comp is not None
+    assert (comp.rule, comp.kind, comp.amount_krw) == ("shop-fault-day-late", "coupon", 7000)
+    assert comp.expires_at == resolved.detected_at + timedelta(days=14)
+    assert "cause handover_missed" in comp.reason
+
+
+def test_a_none_rule_grants_no_compensation(make_settings, thresholds) -> None:
+    from delaywatch.config.thresholds import CompensationRule
+
+    policy = thresholds.model_copy(update={"compensation": [
+        CompensationRule(name="no-coupon-for-carrier", causes=["carrier_delay"], kind="none",
+                         amount_krw=0),
+        *thresholds.compensation]})
+    w = World(make_settings(partitions=1), policy)
+    picked_up_order(w)
+    w.scan("O-1", "arrived_at_hub", kst(1, 2))
+    w.advance(kst(1, 23))
+    [broken] = w.of("O-1", "promise_broken")
+    assert broken.cause == "carrier_delay" and broken.compensation_suggested is None
+
+
+def test_compensation_rules_match_in_order_and_names_are_unique(thresholds) -> None:
+    from delaywatch.config.thresholds import Thresholds
+
+    rule = thresholds.compensation_for
+    assert rule("vip", 30.0, "carrier_delay").name == "vip-day-late"  # type: ignore[union-attr]
+    assert rule("standard", 30.0, "waybill_missing").name == "shop-fault-day-late"  # type: ignore[union-attr]
+    assert rule("standard", 30.0, "carrier_delay").name == "day-late"  # type: ignore[union-attr]
+    assert rule("vip", 1.0, "address_issue").kind == "none"  # type: ignore[union-attr]
+    unnamed = Thresholds.model_validate({"compensation": [
+        {"kind": "coupon", "amount_krw": 1}, {"kind": "coupon", "amount_krw": 2}]})
+    assert [r.name for r in unnamed.compensation] == ["compensation[0]", "compensation[1]"]
+    with pytest.raises(ValueError, match="unique"):
+        Thresholds.model_validate({"compensation": [
+            {"name": "a", "kind": "coupon", "amount_krw": 1},
+            {"name": "a", "kind": "coupon", "amount_krw": 2}]})
+
+
 # -- cancellation, identity, severity ----------------------------------------------------------
 def test_cancelling_an_order_resolves_its_open_alerts(world) -> None:
     paid_order(world)
