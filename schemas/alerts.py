@@ -48,6 +48,25 @@ class Cause(StrEnum):
     UNKNOWN = "unknown"
 
 
+class ProcessStage(StrEnum):
+    """The furthest step an order has reached, on every delay alert (``stage``):
+    order (placed) -> stock_check (paid; held here while a line is short) -> pick_pack
+    (paid, stock not short) -> waybill (label issued) -> handover (picked up by the carrier)
+    -> in_transit (hub scans) -> out_for_delivery -> delivered; or cancelled / returned.
+    Consumers must accept values added later."""
+
+    ORDER = "order"
+    STOCK_CHECK = "stock_check"
+    PICK_PACK = "pick_pack"
+    WAYBILL = "waybill"
+    HANDOVER = "handover"
+    IN_TRANSIT = "in_transit"
+    OUT_FOR_DELIVERY = "out_for_delivery"
+    DELIVERED = "delivered"
+    CANCELLED = "cancelled"
+    RETURNED = "returned"
+
+
 SEVERITY_RANK = {Severity.LOW: 0, Severity.MEDIUM: 1, Severity.HIGH: 2, Severity.CRITICAL: 3}
 
 
@@ -105,6 +124,7 @@ class Alert(BaseModel):
     warehouse_id: str | None = None
     sku: str | None = None
     carrier: str | None = None
+    # delay alerts: a ProcessStage value (kept a string in v1: values may be added)
     stage: str | None = None
     promised_at: UtcDatetime | None = None
     customer_ref: str | None = None

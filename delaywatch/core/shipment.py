@@ -267,16 +267,20 @@ class ShipmentLogic:
             top = self.risk.explain_state(s) if self.risk is not None else []
             risk = Risk(p_late=round(p, 4), eta_p50=ts_to_dt(lo), eta_p90=ts_to_dt(hi),
                         model=f"{MODEL_NAME}/v{MODEL_VERSION}", top_features=top)
+        stage = s.process_stage
+        window = (s.risk[1], s.risk[2]) if s.risk is not None else None
         ko, en = customer_message(
             t.kind, promised_at=s.promised_at, last_scan_at=s.last_scan_at,
-            last_location=s.last_location, eta=eta, tz=self.tz, late_h=late_h,
-            window=(s.risk[1], s.risk[2]) if s.risk is not None else None)
+            last_location=s.last_location, eta=eta if eta is not None else (
+                window[1] if window else None), tz=self.tz, late_h=late_h,
+            window=window, stage=stage, last_scan_type=s.last_scan_type,
+            compensated=comp is not None)
         return Alert(
             alert_id=t.alert_id, status=t.status, category="delay", kind=t.kind,
             key=s.order_id, episode=t.episode, severity=t.severity,
             reason_codes=list(t.reason_codes), evidence=t.evidence,
             detected_at=ts_to_dt(t.at), order_id=s.order_id, warehouse_id=s.warehouse_id,
-            carrier=s.carrier, stage=s.stage.label,
+            carrier=s.carrier, stage=stage.value,
             promised_at=ts_to_dt(s.promised_at) if s.promised_at else None,
             customer_ref=s.customer_ref, customer_tier=s.customer_tier,
             message_ko=ko, message_en=en, compensation_suggested=comp, risk=risk, cause=cause,

@@ -11,6 +11,7 @@ from enum import IntEnum
 from typing import Any
 
 from delaywatch.core.alerts import AlertBook
+from delaywatch.schemas.alerts import ProcessStage
 
 __all__ = ["ShipmentState", "Stage", "StockHistory", "StockState"]
 
@@ -82,12 +83,34 @@ class ShipmentState:
         return self.delivered_at or self.cancelled_at or self.returned_at
 
     @property
+    def process_stage(self) -> ProcessStage:
+        """Where the order is in the shop's process (``schemas.alerts.ProcessStage``)."""
+        if self.cancelled_at is not None:
+            return ProcessStage.CANCELLED
+        if self.returned_at is not None:
+            return ProcessStage.RETURNED
+        if self.stage == Stage.PAID:
+            return ProcessStage.STOCK_CHECK if self.shortages else ProcessStage.PICK_PACK
+        return _PROCESS_STAGE[self.stage]
+
+    @property
     def started_at(self) -> float | None:
         return self.placed_at if self.placed_at is not None else self.first_seen_at
 
     def __setstate__(self, state: tuple[Any, dict[str, Any]]) -> None:
         # state pickled by an older worker lacks the fields added since: their defaults
         _set_fields(self, state[1])
+
+
+_PROCESS_STAGE = {
+    Stage.ORDERED: ProcessStage.ORDER,
+    Stage.PAID: ProcessStage.PICK_PACK,
+    Stage.WAYBILL: ProcessStage.WAYBILL,
+    Stage.PICKED_UP: ProcessStage.HANDOVER,
+    Stage.IN_TRANSIT: ProcessStage.IN_TRANSIT,
+    Stage.OUT_FOR_DELIVERY: ProcessStage.OUT_FOR_DELIVERY,
+    Stage.DELIVERED: ProcessStage.DELIVERED,
+}
 
 
 def _set_fields(obj: Any, values: dict[str, Any]) -> None:

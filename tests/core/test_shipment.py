@@ -191,7 +191,7 @@ def test_waybill_missing_opens_at_the_deadline_and_resolves_on_the_waybill(world
     assert (opened.status, opened.severity) == (AlertStatus.OPEN, Severity.MEDIUM)
     assert opened.detected_at == kst(0, 19)  # the deadline, not when the clock noticed
     assert datetime.fromisoformat(opened.evidence["deadline"]) == kst(0, 19)
-    assert opened.stage == "paid" and opened.customer_ref == "C-O-1"
+    assert opened.stage == "pick_pack" and opened.customer_ref == "C-O-1"
 
     world.scan("O-1", "waybill_created", kst(0, 20, 30))
     world.advance(kst(0, 21))
@@ -340,6 +340,38 @@ def test_compensation_rules_match_in_order_and_names_are_unique(thresholds) -> N
         Thresholds.model_validate({"compensation": [
             {"name": "a", "kind": "coupon", "amount_krw": 1},
             {"name": "a", "kind": "coupon", "amount_krw": 2}]})
+
+
+def test_alerts_carry_the_process_stage_and_say_where_the_parcel_is(world) -> None:
+    picked_up_order(world)
+    world.scan("O-1", "departed_hub", kst(0, 22), location="옥천 허브", eta=kst(3, 12))
+    world.advance(kst(0, 23))
+    [risk] = world.of("O-1", "promise_at_risk")
+    assert risk.stage == "in_transit"
+    assert risk.message_ko is not None and risk.message_en is not None
+    assert risk.message_ko.startswith("5/6 22:00 옥천 허브 출발, 다음 분류 허브로 이동 중. ")
+    assert risk.message_en.startswith(
+        "Left 옥천 허브 at 22:00 on 5/6, on its way to the next sorting hub. ")
+    assert "5/9 12:00" in risk.message_en  # the carrier's new ETA
+
+
+@pytest.mark.parametrize("facts, stage", [
+    ({}, "order"),
+    ({"stage": 1}, "pick_pack"),
+    ({"stage": 1, "shortages": [{"sku": "S"}]}, "stock_check"),
+    ({"stage": 2}, "waybill"),
+    ({"stage": 3}, "handover"),
+    ({"stage": 4}, "in_transit"),
+    ({"stage": 5}, "out_for_delivery"),
+    ({"stage": 6}, "delivered"),
+    ({"stage": 4, "returned_at": 1.0}, "returned"),
+    ({"stage": 1, "cancelled_at": 1.0}, "cancelled"),
+])
+def test_the_process_stage_of_each_state(facts, stage) -> None:
+    from delaywatch.core.state import ShipmentState, Stage
+
+    s = ShipmentState("O-1", **{k: Stage(v) if k == "stage" else v for k, v in facts.items()})
+    assert s.process_stage == stage
 
 
 # -- cancellation, identity, severity ----------------------------------------------------------
