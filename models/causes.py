@@ -38,6 +38,7 @@ _BY_KIND = {
     "waybill_missing": Cause.WAYBILL_MISSING,
     "handover_missed": Cause.HANDOVER_MISSED,
     "tracking_stale": Cause.CARRIER_DELAY,
+    "address_after_pickup": Cause.ADDRESS_ISSUE,
 }
 
 

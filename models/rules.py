@@ -21,8 +21,10 @@ from delaywatch.schemas.alerts import Severity
 
 __all__ = [
     "DELAY_KINDS",
+    "INTEGRITY_KINDS",
     "STOCK_KINDS",
     "DelayRules",
+    "IntegrityRules",
     "ShipmentDetector",
     "StockRules",
     "dispatch_deadlines",
@@ -38,6 +40,8 @@ DELAY_KINDS = (
     "stock_shortage",
 )
 STOCK_KINDS = ("oversell", "negative_stock", "stock_mismatch")
+# process integrity of one order: facts that contradict each other across OMS and TMS
+INTEGRITY_KINDS = ("scan_after_cancel", "address_after_pickup", "status_backwards")
 H = 3600.0
 
 _UP = {Severity.LOW: Severity.MEDIUM, Severity.MEDIUM: Severity.HIGH,
@@ -185,6 +189,52 @@ class DelayRules:
                            lambda: {"shortages": s.shortages[-3:]},
                            pulse=pulse == "stock_shortage"))
         return out
+
+
+class IntegrityRules:
+    """Process-integrity checks of one order (issue #8), for logistics, not the customer:
+
+    * ``scan_after_cancel`` -- the carrier scanned the parcel after the order was cancelled
+      (it was shipped anyway): open until a ``returned`` scan;
+    * ``address_after_pickup`` -- the address changed after the carrier picked the parcel up
+      (it travels to the old one unless someone intervenes): open until it is delivered,
+      returned or cancelled;
+    * ``status_backwards`` -- a progress scan dated after the delivery (delivered -> in
+      transit): reported once per such scan.
+
+    Facts are compared in event time (``occurred_at``), so a scan that merely arrives late
+    is not "backwards".
+    """
+
+    kinds = INTEGRITY_KINDS
+
+    def deadlines(self, s: ShipmentState) -> list[float]:
+        return []  # every condition changes only with an event
+
+    def findings(self, s: ShipmentState, at: float, pulse: str | None = None) -> list[Finding]:
+        after_cancel = s.scanned_after_cancel_at
+        moved = s.address_changed_after_pickup_at
+        finished = s.delivered_at is not None or s.returned_at is not None
+        return [
+            Finding("scan_after_cancel", after_cancel is not None and s.returned_at is None,
+                    Severity.HIGH, ("carrier_scan_after_cancellation",),
+                    lambda: {"cancelled_at": _iso(s.cancelled_at),
+                             "first_scan_after": _iso(after_cancel),
+                             "last_scan": {"type": s.last_scan_type, "at": _iso(s.last_scan_at),
+                                           "location": s.last_location}}),
+            Finding("address_after_pickup",
+                    moved is not None and not finished and s.cancelled_at is None,
+                    Severity.MEDIUM, ("address_changed_after_pickup",),
+                    lambda: {"picked_up_at": _iso(s.picked_up_at), "changed_at": _iso(moved),
+                             "destination_region": s.destination_region}),
+            Finding("status_backwards", False, Severity.MEDIUM,
+                    ("progress_scan_after_delivery",),
+                    lambda: {"delivered_at": _iso(s.delivered_at),
+                             "scan": {"type": s.backwards_scan[0] if s.backwards_scan else None,
+                                      "at": _iso(s.backwards_scan[1] if s.backwards_scan
+                                                 else None)}},
+                    pulse=pulse == "status_backwards"),
+        ]
 
 
 class StockRules:

@@ -13,7 +13,13 @@ from delaywatch.core.state import ShipmentState, Stage
 from delaywatch.models.causes import diagnose
 from delaywatch.models.messages import customer_message
 from delaywatch.models.risk import MODEL_NAME, MODEL_VERSION, RiskDetector
-from delaywatch.models.rules import DelayRules, ShipmentDetector, dispatch_deadlines
+from delaywatch.models.rules import (
+    INTEGRITY_KINDS,
+    DelayRules,
+    IntegrityRules,
+    ShipmentDetector,
+    dispatch_deadlines,
+)
 from delaywatch.schemas.alerts import Alert, Compensation, Risk
 from delaywatch.schemas.events import OrderEvent, OrderEventType, ScanEvent, ScanType, StockNotice
 
@@ -38,6 +44,11 @@ _PROGRESS = frozenset(
 )
 
 
+# process-integrity alerts report contradictions, not delays: no cause (the address one
+# says address_issue: it is one)
+_NOT_DELAYS = frozenset(INTEGRITY_KINDS) - {"address_after_pickup"}
+
+
 class ShipmentLogic:
     """Keyed logic for the shipment table (key = order_id) of one partition."""
 
@@ -58,7 +69,7 @@ class ShipmentLogic:
         self.heartbeat_s = heartbeat_s
         self.rules = DelayRules(thresholds)
         self.risk = risk
-        self.detectors: list[ShipmentDetector] = detectors or [self.rules]
+        self.detectors: list[ShipmentDetector] = detectors or [self.rules, IntegrityRules()]
         if risk is not None:
             self.detectors = [*self.detectors, risk]
         self.last_heartbeat = -float("inf")
@@ -106,9 +117,10 @@ class ShipmentLogic:
         if stream == ORDERS:
             self._apply_order(s, event)
         elif stream == SCANS:
-            rejected = self._apply_scan(s, event)
-            if rejected is not None:
-                return [rejected]
+            outcome = self._apply_scan(s, event)
+            if isinstance(outcome, Rejected):
+                return [outcome]
+            pulse = outcome
         else:  # a stock notice
             notice: StockNotice = event
             s.shortages = [*s.shortages, {"warehouse_id": notice.warehouse_id, "sku": notice.sku,
@@ -206,6 +218,9 @@ class ShipmentLogic:
             s.cancelled_at = t
         elif ev.event_type == OrderEventType.ADDRESS_CHANGED:
             s.destination_region = ev.destination_region or s.destination_region
+            if (s.picked_up_at is not None and t > s.picked_up_at
+                    and s.address_changed_after_pickup_at is None):
+                s.address_changed_after_pickup_at = t
 
     def _fix_dispatch(self, s: ShipmentState) -> None:
         if s.paid_at is None:
@@ -213,7 +228,8 @@ class ShipmentLogic:
         lane = self.thresholds.for_lane(s.carrier, s.service_level)
         s.waybill_due, s.handover_due = dispatch_deadlines(s.paid_at, lane, self.tz)
 
-    def _apply_scan(self, s: ShipmentState, ev: ScanEvent) -> Rejected | None:
+    def _apply_scan(self, s: ShipmentState, ev: ScanEvent) -> Rejected | str | None:
+        """Apply a scan; a refusal, or the name of the pulse it raises."""
         t = ev.occurred_at.timestamp()
         if s.placed_at is not None and t < s.placed_at - SCAN_BEFORE_ORDER_TOLERANCE_S:
             return Rejected("impossible_timestamp",
@@ -222,6 +238,15 @@ class ShipmentLogic:
                             ev.event_id)
         s.scans += 1
         s.carrier = s.carrier or ev.carrier
+        pulse = None
+        if ev.scan_type != ScanType.RETURNED:
+            if (s.cancelled_at is not None and t > s.cancelled_at
+                    and s.scanned_after_cancel_at is None):
+                s.scanned_after_cancel_at = t
+            if (s.delivered_at is not None and t > s.delivered_at
+                    and ev.scan_type != ScanType.DELIVERED):
+                s.backwards_scan = (ev.scan_type.value, t)
+                pulse = "status_backwards"
         if s.last_scan_at is None or t >= s.last_scan_at:
             s.last_scan_at, s.last_scan_type, s.last_location = t, ev.scan_type.value, ev.location
         st = _SCAN_STAGE.get(ev.scan_type)
@@ -241,7 +266,7 @@ class ShipmentLogic:
             s.exception_open = False
         if ev.carrier_eta is not None:
             s.carrier_eta = ev.carrier_eta.timestamp()
-        return None
+        return pulse
 
     # -- alerts ------------------------------------------------------------------------------
     def _evaluate(self, s: ShipmentState, at: float, pulse: str | None) -> list[Any]:
@@ -253,8 +278,9 @@ class ShipmentLogic:
         return out
 
     def _alert(self, s: ShipmentState, t: Transition) -> Alert:
-        cause = diagnose(t.kind, s, t.at, self.risk.drivers(s) if (
-            self.risk is not None and t.kind == "delay_risk") else ())
+        cause = None if t.kind in _NOT_DELAYS else diagnose(
+            t.kind, s, t.at, self.risk.drivers(s) if (
+                self.risk is not None and t.kind == "delay_risk") else ())
         comp = None
         late_h = None
         if t.kind == "promise_broken" and s.promised_at is not None:
@@ -286,7 +312,7 @@ class ShipmentLogic:
             message_ko=ko, message_en=en, compensation_suggested=comp, risk=risk, cause=cause,
         )
 
-    def _compensation(self, s: ShipmentState, late_h: float, cause: str,
+    def _compensation(self, s: ShipmentState, late_h: float, cause: str | None,
                       at: float) -> Compensation | None:
         """What the policy grants for a promise broken by ``late_h`` hours: re-decided at
         every transition, so the resolved alert (at delivery) carries the final amount."""

@@ -77,6 +77,10 @@ class ShipmentState:
     risk: tuple[float, float, float] | None = None  # p_late, eta p50, eta p90 (epoch s)
     # event time of the key's first item: its age when the placement itself was never seen
     first_seen_at: float | None = None
+    # process integrity (models.rules.IntegrityRules)
+    scanned_after_cancel_at: float | None = None
+    address_changed_after_pickup_at: float | None = None
+    backwards_scan: tuple[str, float] | None = None  # the latest scan dated after delivery
 
     @property
     def finished_at(self) -> float | None:

@@ -374,6 +374,61 @@ def test_the_process_stage_of_each_state(facts, stage) -> None:
     assert s.process_stage == stage
 
 
+# -- process integrity -------------------------------------------------------------------------
+def test_a_scan_after_the_cancellation_opens_until_the_parcel_is_returned(world) -> None:
+    paid_order(world)
+    world.cancel("O-1", kst(0, 11))
+    world.scan("O-1", "waybill_created", kst(0, 14))  # shipped anyway
+    world.scan("O-1", "picked_up", kst(0, 17))
+    world.advance(kst(0, 18))
+    [opened] = world.of("O-1", "scan_after_cancel")
+    assert (opened.status, opened.detected_at, opened.severity) == (
+        AlertStatus.OPEN, kst(0, 14), Severity.HIGH)
+    assert opened.cause is None and opened.message_ko is None  # for logistics, not customers
+    assert datetime.fromisoformat(opened.evidence["first_scan_after"]) == kst(0, 14)
+    world.scan("O-1", "returned", kst(1, 9))
+    world.advance(kst(1, 10))
+    assert world.of("O-1", "scan_after_cancel")[-1].status == AlertStatus.RESOLVED
+
+
+def test_scans_before_a_late_cancellation_are_not_after_it(world) -> None:
+    picked_up_order(world)
+    world.cancel("O-1", kst(0, 20))  # cancelled in transit: the return is the carrier's job
+    world.scan("O-1", "returned", kst(1, 9))
+    world.advance(kst(1, 10))
+    assert world.of("O-1", "scan_after_cancel") == []
+
+
+def test_an_address_change_after_pickup_opens_until_delivery(world) -> None:
+    picked_up_order(world)
+    world.order("O-1", "address_changed", kst(0, 16), destination_region="SEL")  # before
+    world.advance(kst(0, 18))
+    assert world.of("O-1", "address_after_pickup") == []
+    world.order("O-1", "address_changed", kst(0, 19), destination_region="BSN")
+    world.advance(kst(0, 20))
+    [moved] = world.of("O-1", "address_after_pickup")
+    assert (moved.status, moved.detected_at, moved.cause) == (
+        AlertStatus.OPEN, kst(0, 19), "address_issue")
+    assert moved.evidence["destination_region"] == "BSN"
+    world.scan("O-1", "delivered", kst(1, 13))
+    world.advance(kst(1, 14))
+    assert world.of("O-1", "address_after_pickup")[-1].status == AlertStatus.RESOLVED
+
+
+def test_a_progress_scan_after_the_delivery_is_status_backwards(world) -> None:
+    picked_up_order(world)
+    world.scan("O-1", "delivered", kst(1, 13))
+    world.scan("O-1", "arrived_at_hub", kst(1, 2))  # late but earlier: not backwards
+    world.advance(kst(1, 14))
+    assert world.of("O-1", "status_backwards") == []
+    world.scan("O-1", "arrived_at_hub", kst(1, 15), location="Okcheon hub")
+    world.advance(kst(1, 16))
+    opened, resolved = world.of("O-1", "status_backwards")  # a fact: reported once
+    assert (opened.status, resolved.status) == (AlertStatus.OPEN, AlertStatus.RESOLVED)
+    assert opened.detected_at == kst(1, 15)
+    assert opened.evidence["scan"]["type"] == "arrived_at_hub"
+
+
 # -- cancellation, identity, severity ----------------------------------------------------------
 def test_cancelling_an_order_resolves_its_open_alerts(world) -> None:
     paid_order(world)
