@@ -44,6 +44,43 @@ class StockThresholds(BaseModel):
     snapshot_pair_window_h: float = Field(2.0, gt=0)
 
 
+class MonitorThresholds(BaseModel):
+    """Feed health and incidents (``delaywatch.core.monitor``); counts are learned online."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    lateness_s: float = Field(900.0, ge=0)
+    # feed health: buckets of bucket_min; silent = the last window_buckets together saw at
+    # most silent_ratio of what this feed normally sees then (and that is >= min_expected)
+    bucket_min: float = Field(10.0, gt=0)
+    window_buckets: int = Field(3, ge=1)
+    silent_ratio: float = Field(0.1, ge=0, lt=1)
+    min_expected: float = Field(30.0, gt=0)
+    recover_ratio: float = Field(0.5, gt=0)
+    # judged only while all feeds together see at least this share of their normal: when
+    # the whole shop is quiet (a holiday night, the end of a replayed file) silence says nothing
+    alive_ratio: float = Field(0.5, gt=0, le=1)
+    min_history_buckets: int = Field(144, ge=1)
+    max_in_flight: int = Field(200_000, ge=100)
+    # baselines: EWMA per bucket overall (alpha) and per hour of the day (slot_alpha), the
+    # hour's own once it has min_slot_samples buckets
+    alpha: float = Field(0.02, gt=0, le=1)
+    slot_alpha: float = Field(0.3, gt=0, le=1)
+    min_slot_samples: int = Field(2, ge=1)
+    # incidents: a scope's lift (its share of the late/at-risk orders of its kind over
+    # incident_window_buckets of incident_bucket_h, over its share of their traffic in the
+    # last day) reaches incident_ratio x its normal lift, with >= incident_min_orders;
+    # resolved after incident_calm_buckets at most incident_calm_ratio x the normal
+    incident_bucket_h: float = Field(1.0, gt=0)
+    incident_window_buckets: int = Field(6, ge=1)
+    incident_min_orders: int = Field(30, ge=1)
+    incident_ratio: float = Field(3.0, gt=1)
+    incident_min_history_buckets: int = Field(24, ge=1)
+    incident_calm_ratio: float = Field(1.5, gt=0)
+    incident_calm_buckets: int = Field(3, ge=1)
+    incident_max_listed: int = Field(5000, ge=0)
+
+
 NO_COMPENSATION = "none"
 
 
@@ -78,6 +115,7 @@ class Thresholds(BaseModel):
     lanes: dict[str, dict[str, Any]] = Field(default_factory=dict)
     stock: StockThresholds = StockThresholds()
     compensation: list[CompensationRule] = Field(default_factory=list)
+    monitor: MonitorThresholds = MonitorThresholds()
 
     @field_validator("compensation")
     @classmethod

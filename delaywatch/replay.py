@@ -20,6 +20,7 @@ import orjson
 
 from delaywatch.config.settings import Settings
 from delaywatch.config.thresholds import Thresholds, load_thresholds
+from delaywatch.core.monitor import OpsMonitor, event_time
 from delaywatch.core.pipeline import Topology, partition_for
 from delaywatch.models.risk import ModelEvent, Outcome, Prediction
 from delaywatch.schemas.alerts import Alert, AlertStatus
@@ -61,6 +62,7 @@ def iter_records(path: Path) -> Iterator[dict[str, Any]]:
 @dataclass
 class ReplayResult:
     alerts: list[Alert] = field(default_factory=list)
+    system: list[Alert] = field(default_factory=list)  # alerts.system (the ops monitor)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     predictions: list[Prediction] = field(default_factory=list)
     outcomes: dict[str, Outcome] = field(default_factory=dict)
@@ -71,7 +73,7 @@ class ReplayResult:
 
     def add(self, out: Any) -> None:
         if isinstance(out, Alert):
-            self.alerts.append(out)
+            (self.system if out.category == "system" else self.alerts).append(out)
         elif isinstance(out, DeadLetter):
             self.dead_letters.append(out)
         elif isinstance(out, Prediction):
@@ -96,8 +98,18 @@ class ReplayResult:
         }
         out["drift_events"] = sum(1 for e in self.model_events if e.kind == "drift")
         out["kpi"] = {"cause_mix": cause_mix(self.alerts)}
+        out["system_alerts"] = len(self.system)
+        out["incidents_by_kind"] = dict(sorted(Counter(
+            a.kind for a in self.system if a.status == AlertStatus.OPEN).items()))
         if truth is not None:
             out["quality"] = quality(self.alerts, truth)
+            system = system_quality(self.system, self.alerts, truth)
+            if "outage" in system:
+                out["quality"]["outage"] = system.pop("outage")
+            if "incident" in system:
+                out["quality"]["incident"] = system.pop("incident")
+            if system:
+                out["quality"]["scenario"] = system
             out["quality"]["cause"] = cause_quality(self.alerts, truth)
             orders = out["quality"]["orders"]
             out["alerts_per_1000_orders"] = round(1000 * sum(
@@ -126,6 +138,7 @@ class ReplayResult:
 def replay(
     records: Iterable[dict[str, Any]], settings: Settings, thresholds: Thresholds,
     flush: bool = True, configure: Callable[[Topology], None] | None = None,
+    with_monitor: bool = True,
 ) -> ReplayResult:
     """Feed records in order; with ``flush`` (default) the end of input advances every
     watermark to the last event time, as a live worker's idle advance would. ``configure``
@@ -134,6 +147,15 @@ def replay(
     if configure is not None:
         configure(topo)
     result = ReplayResult()
+    monitor = OpsMonitor(thresholds.monitor) if with_monitor else None
+
+    def add(outputs: Iterable[Any]) -> None:
+        for out in outputs:
+            result.add(out)
+            if monitor is not None and isinstance(out, Alert):
+                p = partition_for(out.key, topo.n)  # the alert topics are keyed like it
+                result.system.extend(monitor.on_alerts(f"alerts:{p}", [out]))
+
     start = time.perf_counter()
     for offset, rec in enumerate(records):
         role = role_of(rec["topic"], settings)
@@ -141,15 +163,27 @@ def replay(
             continue
         key = rec.get("key")
         raw = record_bytes(rec)
-        source = SourceRef(topic=rec["topic"], partition=partition_for(key or "", topo.n),
+        p = partition_for(key or "", topo.n)
+        source = SourceRef(topic=rec["topic"], partition=p,
                            offset=offset, timestamp_ms=rec.get("ts"), key=key)
-        for out in topo.feed(role, key, raw, source):
-            result.add(out)
-    for out in topo.heartbeats():  # what a live worker sends after its last batch
-        result.add(out)
+        outputs = list(topo.feed(role, key, raw, source))
+        add(outputs)
+        if monitor is not None and not any(
+                isinstance(o, DeadLetter) and o.stage == "decode" for o in outputs):
+            # what the worker accepted (a timestamp from the future would move the clock)
+            value = rec.get("value")
+            at = event_time(value)
+            if at is not None and isinstance(value, dict):
+                result.system.extend(monitor.on_input(f"{role}:{p}", role, value, at))
+    add(topo.heartbeats())  # what a live worker sends after its last batch
     if flush:
-        for out in topo.flush():
-            result.add(out)
+        add(topo.flush())
+        if monitor is not None:
+            engines: list[Any] = [*(s.engine for s in topo.shipments),
+                                  *(s.engine for s in topo.stocks)]
+            end = max((c for e in engines for c in e.clocks.values()), default=None)
+            if end is not None:
+                result.system.extend(monitor.advance_to(end))
     result.seconds = time.perf_counter() - start
     result.events = topo.stats.events
     result.duplicates = topo.duplicates
@@ -174,6 +208,9 @@ def replay_file(
         out_dir.mkdir(parents=True, exist_ok=True)
         with (out_dir / "alerts.jsonl").open("wb") as fh:
             for a in result.alerts:
+                fh.write(a.model_dump_json().encode() + b"\n")
+        with (out_dir / "system.jsonl").open("wb") as fh:  # alerts.system
+            for a in result.system:
                 fh.write(a.model_dump_json().encode() + b"\n")
         with (out_dir / "dlq.jsonl").open("wb") as fh:
             for d in result.dead_letters:
@@ -299,6 +336,64 @@ def cause_quality(alerts: list[Alert], truth: list[dict[str, Any]]) -> dict[str,
             "first_alert_accuracy": round(first_right / n, 4) if n else None,
             "first_alert_unknown": round(first_unknown / n, 4) if n else None,
             "confusion": {t: dict(sorted(c.items())) for t, c in sorted(confusion.items())}}
+
+
+def system_quality(system: list[Alert], alerts: list[Alert], truth: list[dict[str, Any]]
+                   ) -> dict[str, Any]:
+    """How the ops monitor (``alerts.system``) did against a scenario's truth: the meta
+    record names the scenario's scope, window and affected orders (``simulate --scenario``).
+    """
+    opened = [a for a in system if a.status == AlertStatus.OPEN]
+    meta = next((t for t in truth if t.get("type") == "meta"), {})
+    scenario = meta.get("scenario")
+    if not scenario:
+        return {}
+    start, end = _ts(scenario["start"]), _ts(scenario["end"])
+    assert start is not None and end is not None
+    name = scenario["scope"].partition(":")[2]
+    affected = int(scenario["affected_orders"])
+    out: dict[str, Any] = {"scenario": scenario["name"], "scope": scenario["scope"],
+                           "affected_orders": affected}
+    during = [a for a in opened if start - 3600 <= a.detected_at.timestamp() <= end + 12 * 3600]
+    out["system_alerts_opened_near"] = sorted(a.key for a in during)
+    if scenario["name"] == "carrier_outage":
+        key = f"feed_outage:scans:{name}"
+        mine = [a for a in system if a.key == key]
+        first = min((a.detected_at.timestamp() for a in mine if a.status == AlertStatus.OPEN
+                     and start <= a.detected_at.timestamp() <= end + 7200), default=None)
+        per_order = [a for a in alerts if a.status == AlertStatus.OPEN and a.category == "delay"
+                     and a.carrier == name and start <= a.detected_at.timestamp() < end]
+        stale = [a for a in per_order if a.kind == "tracking_stale"]
+        out["outage"] = {
+            "detected": first is not None,
+            "detection_delay_minutes": round((first - start) / 60, 1) if first else None,
+            "opens": sum(1 for a in mine if a.status == AlertStatus.OPEN),
+            "resolves": sum(1 for a in mine if a.status == AlertStatus.RESOLVED),
+            "per_order_alerts_during": len(stale),
+            "per_order_alerts_during_rate": round(len(stale) / affected, 4) if affected else None,
+            "all_delay_alerts_during": len(per_order),
+            "other_feed_outages": sum(1 for a in opened
+                                      if a.kind == "feed_outage" and a.key != key),
+        }
+    elif scenario["name"] == "hub_congestion":
+        key = f"incident:{scenario['scope']}"
+        mine = [a for a in system if a.key == key]
+        last = mine[-1] if mine else None
+        got = int(last.evidence["affected_orders"]) if last is not None else 0
+        hit = {o["order_id"] for o in truth if o.get("type") == "order"
+               and any(i["kind"] == "hub_congestion" for i in o.get("incidents", []))}
+        listed = set(last.evidence.get("orders", [])) if last is not None else set()
+        out["incident"] = {
+            "detected": bool(mine),
+            "opens": sum(1 for a in mine if a.status == AlertStatus.OPEN),
+            "detected_at": mine[0].detected_at.isoformat() if mine else None,
+            "affected_count": got,
+            "affected_error": round((got - affected) / affected, 4) if affected else None,
+            "listed_precision": round(len(listed & hit) / len(listed), 4) if listed else None,
+            "listed_recall": round(len(listed & hit) / len(hit), 4) if hit else None,
+            "other_incidents": sum(1 for a in opened if a.kind == "incident" and a.key != key),
+        }
+    return out
 
 
 def _same(root: tuple[str, str], got: str) -> bool:

@@ -112,7 +112,8 @@ class Alert(BaseModel):
     schema_version: Literal[1] = 1
     alert_id: str
     status: AlertStatus
-    category: Literal["delay", "stock"]
+    # "system": feed outages and incidents on alerts.system (delaywatch.core.monitor)
+    category: Literal["delay", "stock", "system"]
     kind: str
     key: str
     episode: int

@@ -1,0 +1,498 @@
+"""Ops monitor: feed health and incidents over all partitions (issue #8), in event time.
+
+The shipment and stock tables judge one key at a time; some trouble is only visible across
+keys: a carrier whose scan feed went silent, a hub where hundreds of parcels stall at once.
+:class:`OpsMonitor` watches the *input* records (feed health) and the per-order *alerts*
+(incidents) of every partition and emits ``category="system"`` alerts for the topic
+``alerts.system``: one ``feed_outage`` per silent feed, one ``incident`` per scope whose
+late or at-risk orders rise far above that scope's baseline.
+
+It is pure, like the engine: no wall clock, no I/O. Each input stream (a topic partition)
+keeps a clock; an item's effective time is ``max(its time, clock - lateness)``, so a record
+the carrier re-sends hours later counts when it *arrived*, not in the hour it describes, and
+depends only on its own stream's order (live and replay count alike). Time is cut into
+buckets; a bucket is judged once the watermark (``min`` of the stream clocks, minus the
+lateness) passes its end. A silent feed produces no records: the other feeds move the clock.
+:meth:`OpsMonitor.advance_to` lets a live service move it from the wall clock when every
+feed is silent.
+
+Baselines are learned online per feed and hour of the day (per scope for incidents), so the
+monitor assumes nothing about a shop's carriers, warehouses, hubs or volumes.
+
+Per-order alerts are decided by the worker before the monitor sees them: they do not carry
+the incident's id. The incident alert lists its orders instead (``evidence.orders``), so a
+notifier can message them in one batch.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from delaywatch.config.thresholds import MonitorThresholds
+from delaywatch.core.alerts import AlertBook, Finding, Transition, ts_to_dt
+from delaywatch.schemas.alerts import Alert, Severity
+
+__all__ = ["FeedHealth", "IncidentDetector", "OpsMonitor", "StreamClocks", "event_time",
+           "feed_of"]
+
+H = 3600.0
+NEG_INF = -math.inf
+# per-order alert kinds that say "this order is late or at risk" (the incident signal)
+INCIDENT_SIGNALS = frozenset({
+    "tracking_stale", "promise_at_risk", "handover_missed", "waybill_missing",
+    "carrier_exception", "stock_shortage", "delay_risk", "promise_broken"})
+_WAREHOUSE_KINDS = frozenset({"handover_missed", "waybill_missing", "stock_shortage"})
+_SCOPE_ORDER = ("hub", "warehouse", "carrier")  # narrowest first: it explains the broader
+
+
+@dataclass(slots=True)
+class StreamClocks:
+    """Per-stream event clocks, effective times and the watermark."""
+
+    lateness: float
+    clocks: dict[str, float] = field(default_factory=dict)
+
+    def effective(self, stream: str, t: float) -> float:
+        clock = self.clocks.get(stream, NEG_INF)
+        self.clocks[stream] = max(clock, t)
+        return max(t, clock - self.lateness)
+
+    @property
+    def watermark(self) -> float:
+        return min(self.clocks.values(), default=NEG_INF) - self.lateness
+
+
+def event_time(value: Any) -> float | None:
+    """``occurred_at`` of a raw input record, or None when it has none the monitor can use
+    (the worker dead-letters such records; the monitor only counts)."""
+    if not isinstance(value, dict):
+        return None
+    raw = value.get("occurred_at")
+    if not isinstance(raw, str):
+        return None
+    try:
+        dt = datetime.fromisoformat(raw)
+    except ValueError:
+        return None
+    return dt.timestamp() if dt.tzinfo is not None else None
+
+
+def feed_of(role: str, value: dict[str, Any]) -> str | None:
+    """The feed an input record belongs to: scans per carrier, inventory per warehouse,
+    orders overall."""
+    if role == "scans":
+        carrier = value.get("carrier")
+        return f"scans:{carrier}" if isinstance(carrier, str) and carrier else None
+    if role == "inventory":
+        wh = value.get("warehouse_id")
+        return f"inventory:{wh}" if isinstance(wh, str) and wh else None
+    if role == "orders":
+        return "orders"
+    return None
+
+
+@dataclass(slots=True)
+class _Rate:
+    """A feed's (or scope's) normal count per bucket: overall, and per bucket of the day
+    (feeds have shapes: inventory snapshots at fixed hours, night-time hub scans)."""
+
+    overall: float | None = None
+    by_slot: dict[int, tuple[float, int]] = field(default_factory=dict)  # slot -> (ewma, n)
+    n: int = 0
+
+    def expected(self, slot: int, min_slot: int) -> float | None:
+        seen = self.by_slot.get(slot)
+        if seen is not None and seen[1] >= min_slot:
+            return seen[0]
+        return self.overall
+
+    def learn(self, slot: int, count: float, alpha: float, slot_alpha: float) -> None:
+        self.n += 1
+        self.overall = count if self.overall is None else (
+            self.overall + alpha * (count - self.overall))
+        ewma, n = self.by_slot.get(slot, (count, 0))
+        self.by_slot[slot] = (ewma + slot_alpha * (count - ewma) if n else count, n + 1)
+
+
+def _slot(bucket_start: float, bucket_s: float) -> int:
+    return int((bucket_start % 86400.0) // bucket_s)
+
+
+class FeedHealth:
+    """One ``feed_outage`` alert per feed that goes silent against its own history."""
+
+    def __init__(self, th: MonitorThresholds) -> None:
+        self.th = th
+        self.bucket_s = th.bucket_min * 60.0
+        self.clocks = StreamClocks(th.lateness_s)
+        self.counts: dict[str, dict[float, int]] = {}  # feed -> bucket start -> count
+        self.rates: dict[str, _Rate] = {}
+        self.history: dict[str, list[int]] = {}  # feed -> counts of the last closed buckets
+        self.books: dict[str, AlertBook] = {}
+        self.since: dict[str, float] = {}  # feed -> start of its open outage
+        self.next_bucket: float | None = None  # start of the first bucket not yet judged
+        # in-flight orders per carrier (picked up, not yet delivered): the outage's reach
+        self.in_flight: dict[str, dict[str, float]] = {}
+
+    def observe(self, stream: str, role: str, value: dict[str, Any], t: float) -> None:
+        feed = feed_of(role, value)
+        if feed is None:
+            return
+        eff = self.clocks.effective(stream, t)
+        start = eff - eff % self.bucket_s
+        if self.next_bucket is None:
+            self.next_bucket = start
+        per = self.counts.setdefault(feed, {})
+        per[start] = per.get(start, 0) + 1
+        if role == "scans":
+            self._track(value, t)
+
+    def _track(self, value: dict[str, Any], t: float) -> None:
+        carrier, order_id, kind = value.get("carrier"), value.get("order_id"), value.get(
+            "scan_type")
+        if not isinstance(carrier, str) or not isinstance(order_id, str):
+            return
+        flying = self.in_flight.setdefault(carrier, {})
+        if kind in ("delivered", "returned"):
+            flying.pop(order_id, None)
+        else:
+            flying[order_id] = t
+        if len(flying) > self.th.max_in_flight:  # bound: forget the longest silent
+            for oid in sorted(flying, key=flying.__getitem__)[: len(flying) // 10]:
+                del flying[oid]
+
+    def judge(self, until: float) -> list[Alert]:
+        """Judge every bucket that ends at or before ``until``."""
+        out: list[Alert] = []
+        if self.next_bucket is None:
+            return out
+        while self.next_bucket + self.bucket_s <= until:
+            start = self.next_bucket
+            out.extend(self._judge_bucket(start))
+            self.next_bucket = start + self.bucket_s
+        return out
+
+    def _judge_bucket(self, start: float) -> list[Alert]:
+        th, end = self.th, start + self.bucket_s
+        slots = [_slot(start - i * self.bucket_s, self.bucket_s)
+                 for i in reversed(range(th.window_buckets))]
+        counts = {feed: self.counts[feed].pop(start, 0) for feed in sorted(self.counts)}
+        expect: dict[str, float | None] = {}
+        for feed, count in counts.items():
+            hist = self.history.setdefault(feed, [])
+            hist.append(count)
+            del hist[: -th.window_buckets]
+            rate = self.rates.setdefault(feed, _Rate())
+            per = [rate.expected(s, th.min_slot_samples) for s in slots[-len(hist):]]
+            ready = rate.n >= th.min_history_buckets and all(e is not None for e in per)
+            expect[feed] = sum(e for e in per if e is not None) if ready else None
+        out: list[Alert] = []
+        for feed, count in counts.items():
+            # the shop as a whole is quiet (a night, the end of a file): silence says nothing.
+            # Orders are the shop's pulse; the orders feed itself is judged by the others.
+            pulse = ["orders"] if feed != "orders" and expect.get("orders") is not None else [
+                f for f in counts if f != feed and expect[f] is not None]
+            alive = bool(pulse) and sum(sum(self.history[f]) for f in pulse) >= (
+                th.alive_ratio * sum(expect[f] or 0.0 for f in pulse))
+            hist, rate, window = self.history[feed], self.rates[feed], expect[feed]
+            book = self.books.setdefault(feed, AlertBook())
+            outage = book.is_open("feed_outage")
+            if window is not None and (alive or outage):
+                last = rate.expected(slots[-1], th.min_slot_samples) or 0.0
+                silent = (alive and len(hist) == th.window_buckets
+                          and window >= th.min_expected
+                          and sum(hist) <= th.silent_ratio * window)
+                back = count >= th.recover_ratio * last
+                active = silent or (outage and not back)
+                if active and not outage:
+                    self.since[feed] = end - len(hist) * self.bucket_s
+                out.extend(self._alerts(book, feed, active, end, count, last, sum(hist),
+                                        window))
+                outage = book.is_open("feed_outage")
+            if not outage:  # an outage is not the feed's normal
+                rate.learn(slots[-1], count, th.alpha, th.slot_alpha)
+        return out
+
+    def _alerts(self, book: AlertBook, feed: str, active: bool, at: float, count: int,
+                expected: float, seen: int, window: float) -> list[Alert]:
+        since = self.since.get(feed, at)
+        scope_kind, _, name = feed.partition(":")
+        affected = len(self.in_flight.get(name, {})) if scope_kind == "scans" else None
+
+        def evidence() -> dict[str, Any]:
+            return {"scope": f"feed:{feed}", "since": ts_to_dt(since).isoformat(),
+                    "silent_minutes": round((at - since) / 60.0, 1),
+                    "window_count": seen, "window_expected": round(window, 1),
+                    "last_bucket_count": count, "last_bucket_expected": round(expected, 1),
+                    "orders_in_flight": affected}
+
+        finding = Finding("feed_outage", active, Severity.HIGH, ("feed_silent",), evidence)
+        out = [_system_alert(t, feed, f"feed:{feed}")
+               for t in book.evaluate(f"feed:{feed}", [finding], at)]
+        if not active:
+            self.since.pop(feed, None)
+        return out
+
+
+@dataclass(slots=True)
+class _Incident:
+    scope: str
+    since: float
+    orders: dict[str, float] = field(default_factory=dict)  # order -> first alert time
+    stuck_h: list[float] = field(default_factory=list)
+
+
+class IncidentDetector:
+    """One ``incident`` alert per scope (hub, warehouse, carrier) whose late or at-risk
+    orders rise far above that scope's own baseline.
+
+    Raw counts would cry wolf on every busy day (a promotion triples the late orders of
+    every hub). What is compared is a scope's *lift*: its share of the late or at-risk
+    orders of its kind of scope (all hubs, all carriers, all warehouses) in the window,
+    divided by its share of their traffic over the last day (hub arrivals, carrier pickups,
+    warehouse orders). A scope's normal lift is learned (some lanes are always slower); an
+    incident opens when the lift reaches ``incident_ratio`` times that and the orders number
+    at least ``incident_min_orders``. An order counts once, for the narrowest scope with an
+    open incident, so one congested hub is one incident, not also one for its carrier.
+    """
+
+    def __init__(self, th: MonitorThresholds) -> None:
+        self.th = th
+        self.bucket_s = th.incident_bucket_h * H
+        self.day_buckets = max(1, round(86400.0 / self.bucket_s))
+        self.clocks = StreamClocks(th.lateness_s)  # alert streams
+        self.traffic_clocks = StreamClocks(th.lateness_s)  # input streams
+        # scope -> bucket start -> orders alerted in it (each order once per scope)
+        self.buckets: dict[str, dict[float, dict[str, float]]] = {}
+        self.traffic: dict[str, dict[float, int]] = {}  # scope -> bucket start -> count
+        self.recent: dict[str, list[dict[str, float]]] = {}  # scope -> last closed buckets
+        self.lift: dict[str, tuple[float, int]] = {}  # scope -> (normal lift EWMA, n)
+        self.open: dict[str, _Incident] = {}
+        self.counted: dict[str, str] = {}  # order -> scope of the open incident holding it
+        self.books: dict[str, AlertBook] = {}
+        self.next_bucket: float | None = None
+        self.calm: dict[str, int] = {}  # scope -> quiet buckets in a row while open
+
+    def observe_input(self, stream: str, role: str, value: dict[str, Any], t: float) -> None:
+        scope = _traffic_scope(role, value)
+        if scope is None:
+            return
+        eff = self.traffic_clocks.effective(stream, t)
+        start = eff - eff % self.bucket_s
+        per = self.traffic.setdefault(scope, {})
+        per[start] = per.get(start, 0) + 1
+
+    def observe(self, stream: str, alert: Alert) -> None:
+        if alert.status != "open" or alert.kind not in INCIDENT_SIGNALS or alert.order_id is None:
+            return
+        t = alert.detected_at.timestamp()
+        eff = self.clocks.effective(stream, t)
+        start = eff - eff % self.bucket_s
+        if self.next_bucket is None:
+            self.next_bucket = start
+        stuck = _stuck_hours(alert)
+        for scope in _scopes(alert):
+            orders = self.buckets.setdefault(scope, {}).setdefault(start, {})
+            if alert.order_id not in orders:
+                orders[alert.order_id] = stuck if stuck is not None else math.nan
+
+    def judge(self, until: float) -> list[Alert]:
+        """Judge the buckets that end by ``until`` on both the alert and the input clocks
+        (the traffic of a bucket must be complete before its lift is)."""
+        out: list[Alert] = []
+        if self.next_bucket is None:
+            return out
+        until = min(until, self.traffic_clocks.watermark)
+        while self.next_bucket + self.bucket_s <= until:
+            start = self.next_bucket
+            out.extend(self._judge_bucket(start))
+            self.next_bucket = start + self.bucket_s
+        return out
+
+    def _day_traffic(self, scope: str, end: float) -> int:
+        per = self.traffic.get(scope, {})
+        lo = end - self.day_buckets * self.bucket_s
+        for b in [b for b in per if b < lo - self.bucket_s]:  # bounded: one day per scope
+            del per[b]
+        return sum(n for b, n in per.items() if lo <= b < end)
+
+    def _judge_bucket(self, start: float) -> list[Alert]:
+        th, end = self.th, start + self.bucket_s
+        out: list[Alert] = []
+        scopes = sorted({*self.buckets, *self.recent},
+                        key=lambda s: (_SCOPE_ORDER.index(s.split(":")[0]), s))
+        windows: dict[str, dict[str, float]] = {}
+        for scope in scopes:
+            orders = self.buckets.get(scope, {}).pop(start, {})
+            recent = self.recent.setdefault(scope, [])
+            recent.append(orders)
+            del recent[: -th.incident_window_buckets]
+        for scope in scopes:  # narrowest first: an order held by an incident counts there
+            window: dict[str, float] = {}
+            for b in self.recent[scope]:
+                for o, v in b.items():
+                    if self.counted.get(o, scope) == scope:
+                        window.setdefault(o, v)
+            windows[scope] = window
+        kinds: dict[str, list[str]] = {}
+        for scope in scopes:
+            kinds.setdefault(scope.split(":")[0], []).append(scope)
+        traffic = {s: self._day_traffic(s, end) for s in {*scopes, *self.traffic}}
+        for kind, members in kinds.items():
+            peers = [s for s in traffic if s.startswith(f"{kind}:")]
+            all_traffic = sum(traffic[s] for s in peers)
+            all_alerted = sum(len(windows[s]) for s in members)
+            for scope in members:
+                n = len(windows[scope])
+                if all_traffic <= 0 or all_alerted <= 0 or traffic.get(scope, 0) <= 0:
+                    lift = None
+                else:
+                    lift = (n / all_alerted) / (traffic[scope] / all_traffic)
+                out.extend(self._decide(scope, windows[scope], self.recent[scope][-1], lift,
+                                        end))
+        return out
+
+    def _decide(self, scope: str, window: dict[str, float], last: dict[str, float],
+                lift: float | None, end: float) -> list[Alert]:
+        th = self.th
+        normal, seen = self.lift.get(scope, (1.0, 0))
+        incident = self.open.get(scope)
+        if incident is None:
+            if (lift is not None and seen >= th.incident_min_history_buckets
+                    and len(window) >= th.incident_min_orders
+                    and lift >= th.incident_ratio * max(normal, 1.0)):
+                incident = _Incident(scope, end - len(self.recent[scope]) * self.bucket_s)
+                self.open[scope] = incident
+                self.calm[scope] = 0
+                self._absorb(incident, window)
+                return self._alerts(incident, True, end)
+            if lift is not None:  # learn the scope's normal lift
+                self.lift[scope] = (lift if seen == 0 else normal + th.alpha * (lift - normal),
+                                    seen + 1)
+            return []
+        fresh = {o: v for o, v in last.items() if self.counted.get(o, scope) == scope}
+        self._absorb(incident, fresh)
+        quiet = lift is None or lift <= th.incident_calm_ratio * max(normal, 1.0)
+        self.calm[scope] = self.calm[scope] + 1 if quiet else 0
+        if self.calm[scope] < th.incident_calm_buckets:
+            return []
+        out = self._alerts(incident, False, end)
+        for o in incident.orders:
+            self.counted.pop(o, None)
+        del self.open[scope]
+        return out
+
+    def _absorb(self, incident: _Incident, orders: dict[str, float]) -> None:
+        for o, stuck in orders.items():
+            if o not in incident.orders:
+                incident.orders[o] = stuck
+                self.counted[o] = incident.scope
+                if not math.isnan(stuck):
+                    incident.stuck_h.append(stuck)
+
+    def _alerts(self, inc: _Incident, active: bool, at: float) -> list[Alert]:
+        kind, _, name = inc.scope.partition(":")
+        alternatives = sorted(
+            s.partition(":")[2] for s in self.lift
+            if s.startswith(f"{kind}:") and s != inc.scope and s not in self.open
+        ) if kind in ("carrier", "warehouse") else []
+
+        def evidence() -> dict[str, Any]:
+            ids = sorted(inc.orders)
+            return {
+                "scope": inc.scope, "since": ts_to_dt(inc.since).isoformat(),
+                "affected_orders": len(ids), "orders": ids[: self.th.incident_max_listed],
+                "typical_stuck_hours": round(statistics.median(inc.stuck_h), 1)
+                if inc.stuck_h else None,
+                "alternatives": alternatives,
+                "apology_ko": f"{name} 구간의 배송 지연으로 도착이 늦어지고 있습니다. "
+                              "불편을 드려 죄송합니다.",
+                "apology_en": f"Deliveries through {name} are delayed. "
+                              "We are sorry for the inconvenience.",
+            }
+
+        finding = Finding("incident", active, Severity.HIGH, (f"{kind}_late_orders_surge",),
+                          evidence)
+        book = self.books.setdefault(inc.scope, AlertBook())
+        return [_system_alert(t, inc.scope, inc.scope)
+                for t in book.evaluate(f"incident:{inc.scope}", [finding], at)]
+
+
+def _traffic_scope(role: str, value: dict[str, Any]) -> str | None:
+    """What passes a scope: hub arrivals, carrier pickups, warehouse orders."""
+    if role == "scans":
+        kind = value.get("scan_type")
+        if kind == "arrived_at_hub":
+            loc = value.get("location")
+            return f"hub:{loc}" if isinstance(loc, str) and loc else None
+        if kind == "picked_up":
+            carrier = value.get("carrier")
+            return f"carrier:{carrier}" if isinstance(carrier, str) and carrier else None
+    elif role == "orders" and value.get("event_type") == "order_placed":
+        wh = value.get("warehouse_id")
+        return f"warehouse:{wh}" if isinstance(wh, str) and wh else None
+    return None
+
+
+def _scopes(alert: Alert) -> list[str]:
+    out = []
+    where = _last_location(alert)
+    if where:
+        out.append(f"hub:{where}")
+    if alert.warehouse_id and alert.kind in _WAREHOUSE_KINDS:
+        out.append(f"warehouse:{alert.warehouse_id}")
+    if alert.carrier and alert.kind not in _WAREHOUSE_KINDS:
+        out.append(f"carrier:{alert.carrier}")
+    return out
+
+
+def _last_location(alert: Alert) -> str | None:
+    scan = alert.evidence.get("last_scan") if isinstance(alert.evidence, dict) else None
+    if isinstance(scan, dict) and scan.get("type") in ("arrived_at_hub", "departed_hub"):
+        loc = scan.get("location")
+        return loc if isinstance(loc, str) and loc else None
+    return None
+
+
+def _stuck_hours(alert: Alert) -> float | None:
+    h = alert.evidence.get("silent_hours") if isinstance(alert.evidence, dict) else None
+    return float(h) if isinstance(h, int | float) else None
+
+
+def _system_alert(t: Transition, subject: str, scope: str) -> Alert:
+    return Alert(
+        alert_id=t.alert_id, status=t.status, category="system", kind=t.kind,
+        key=f"{t.kind}:{subject}", episode=t.episode, severity=t.severity,
+        reason_codes=list(t.reason_codes), evidence=t.evidence, detected_at=ts_to_dt(t.at),
+        carrier=scope.rpartition(":")[2] if scope.startswith(("carrier:", "feed:scans:")) else None,
+        warehouse_id=scope.rpartition(":")[2] if scope.startswith(
+            ("warehouse:", "feed:inventory:")) else None,
+    )
+
+
+class OpsMonitor:
+    """Feed health over the input records plus incidents over the alerts."""
+
+    def __init__(self, th: MonitorThresholds) -> None:
+        self.feeds = FeedHealth(th)
+        self.incidents = IncidentDetector(th)
+
+    def on_input(self, stream: str, role: str, value: dict[str, Any], t: float) -> list[Alert]:
+        self.feeds.observe(stream, role, value, t)
+        self.incidents.observe_input(stream, role, value, t)
+        return [*self.feeds.judge(self.feeds.clocks.watermark),
+                *self.incidents.judge(self.incidents.clocks.watermark)]
+
+    def on_alerts(self, stream: str, alerts: Iterable[Alert]) -> list[Alert]:
+        for a in alerts:
+            self.incidents.observe(stream, a)
+        return self.incidents.judge(self.incidents.clocks.watermark)
+
+    def advance_to(self, at: float) -> list[Alert]:
+        """An outside clock (end of a file; a live service's wall clock when input is idle)."""
+        return [*self.feeds.judge(at), *self.incidents.judge(at)]

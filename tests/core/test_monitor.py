@@ -1,0 +1,175 @@
+"""The ops monitor (feed health, incidents) on synthetic streams whose answer is known."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from delaywatch.config.thresholds import MonitorThresholds
+from delaywatch.core.alerts import ts_to_dt
+from delaywatch.core.monitor import OpsMonitor
+from delaywatch.schemas.alerts import Alert, AlertStatus, Severity, alert_id_for
+
+T0 = datetime(2026, 5, 20, tzinfo=UTC).timestamp()
+MIN, H, DAY = 60.0, 3600.0, 86400.0
+TH = MonitorThresholds(min_history_buckets=36, min_expected=10, incident_min_history_buckets=12,
+                       incident_min_orders=10)
+
+
+class Shop:
+    """Two carriers scanning every minute, one order a minute; records fed in arrival order."""
+
+    def __init__(self, th: MonitorThresholds = TH) -> None:
+        self.monitor = OpsMonitor(th)
+        self.system: list[Alert] = []
+        self.held: list[tuple[float, dict[str, Any]]] = []
+
+    def minute(self, t: float, *, carriers: tuple[str, ...] = ("A", "B"), orders: bool = True,
+               hold: tuple[str, ...] = ()) -> None:
+        for i, c in enumerate(carriers):
+            value = {"carrier": c, "order_id": f"O-{int(t)}-{c}", "scan_type": "arrived_at_hub",
+                     "location": f"hub-{i}"}
+            if c in hold:  # the carrier buffers its scans and re-sends them later
+                self.held.append((t, value))
+            else:
+                self.feed("scans:0", "scans", value, t)
+        if orders:
+            self.feed("orders:0", "orders", {"event_type": "order_placed", "warehouse_id": "W"}, t)
+
+    def release(self) -> None:
+        for t, value in self.held:
+            self.feed("scans:0", "scans", value, t)
+        self.held.clear()
+
+    def feed(self, stream: str, role: str, value: dict[str, Any], t: float) -> None:
+        self.system += self.monitor.on_input(stream, role, value, t)
+
+    def run(self, start: float, end: float, **kw: Any) -> None:
+        t = start
+        while t < end:
+            self.minute(t, **kw)
+            t += MIN
+
+    def of(self, key: str) -> list[tuple[AlertStatus, float]]:
+        return [(a.status, a.detected_at.timestamp()) for a in self.system if a.key == key]
+
+
+def test_a_silent_carrier_feed_is_one_outage_opened_within_the_hour_and_resolved() -> None:
+    shop = Shop()
+    shop.run(T0, T0 + DAY + 10 * H)
+    shop.run(T0 + DAY + 10 * H, T0 + DAY + 14 * H, hold=("A",))  # A silent 10:00-14:00
+    shop.release()  # ... its scans arrive in a burst when it returns
+    shop.run(T0 + DAY + 14 * H, T0 + 2 * DAY)
+    [opened, resolved] = shop.of("feed_outage:scans:A")
+    assert opened[0] == AlertStatus.OPEN and resolved[0] == AlertStatus.RESOLVED
+    assert T0 + DAY + 10 * H < opened[1] <= T0 + DAY + 11 * H  # within the hour
+    assert T0 + DAY + 13 * H <= resolved[1] <= T0 + DAY + 14.5 * H
+    assert shop.of("feed_outage:scans:B") == [] and shop.of("feed_outage:orders") == []
+    alert = next(a for a in shop.system if a.key == "feed_outage:scans:A")
+    assert alert.category == "system" and alert.carrier == "A"
+    assert alert.evidence["window_count"] == 0 and alert.evidence["orders_in_flight"] > 0
+
+
+def test_a_quiet_shop_is_not_an_outage() -> None:
+    shop = Shop()
+    shop.run(T0, T0 + DAY + 10 * H)
+    shop.run(T0 + DAY + 10 * H, T0 + DAY + 14 * H, carriers=(), orders=False)  # all quiet...
+    shop.feed("inventory:0", "inventory", {"warehouse_id": "W"}, T0 + DAY + 14 * H)  # ...clock
+    shop.run(T0 + DAY + 14 * H, T0 + 2 * DAY)
+    assert [a for a in shop.system if a.kind == "feed_outage"] == []
+
+
+def test_without_history_nothing_is_judged() -> None:
+    shop = Shop()
+    shop.run(T0, T0 + 2 * H)
+    shop.run(T0 + 2 * H, T0 + 4 * H, carriers=("B",))
+    assert shop.system == []
+
+
+def _stale(order_id: str, at: float, hub: str, carrier: str = "A") -> Alert:
+    return Alert(
+        alert_id=alert_id_for(order_id, "tracking_stale", 1), status=AlertStatus.OPEN,
+        category="delay", kind="tracking_stale", key=order_id, episode=1,
+        severity=Severity.MEDIUM, reason_codes=[], detected_at=ts_to_dt(at), order_id=order_id,
+        carrier=carrier, evidence={"last_scan": {"type": "arrived_at_hub", "location": hub,
+                                                 "at": None}, "silent_hours": 20.0})
+
+
+class Hubs:
+    """Four hubs with equal traffic (carrier A); per-order stale alerts at a chosen rate."""
+
+    def __init__(self) -> None:
+        self.monitor = OpsMonitor(TH)
+        self.system: list[Alert] = []
+        self.n = 0
+
+    def hour(self, t: float, alerts_per_hub: dict[str, int], traffic: int = 20) -> None:
+        for m in range(60):
+            at = t + m * MIN
+            for h in range(4):
+                if m % max(1, 60 // traffic) == 0:
+                    self.system += self.monitor.on_input(
+                        "scans:0", "scans", {"carrier": "A", "order_id": f"T{self.n}-{h}-{m}",
+                                             "scan_type": "arrived_at_hub",
+                                             "location": f"H{h}"}, at)
+        for hub, k in alerts_per_hub.items():
+            for i in range(k):
+                self.n += 1
+                self.system += self.monitor.on_alerts(
+                    "alerts:0", [_stale(f"O-{self.n}", t + i * 60.0 / max(k, 1) * MIN, hub)])
+
+    def incidents(self) -> list[Alert]:
+        return [a for a in self.system if a.kind == "incident"]
+
+
+def test_one_hub_far_above_its_share_is_one_incident_counting_its_orders() -> None:
+    hubs = Hubs()
+    normal = {"H0": 1, "H1": 1, "H2": 1, "H3": 1}
+    for i in range(48):
+        hubs.hour(T0 + i * H, normal)
+    for i in range(48, 54):  # H1 congested: 30 stale orders an hour
+        hubs.hour(T0 + i * H, {**normal, "H1": 30})
+    for i in range(54, 72):
+        hubs.hour(T0 + i * H, normal)
+    [opened, resolved] = hubs.incidents()
+    assert (opened.key, opened.status, resolved.status) == (
+        "incident:hub:H1", AlertStatus.OPEN, AlertStatus.RESOLVED)
+    # the hub's orders are counted once, on the hub: no carrier incident for the same orders
+    # 180 congested, plus the hub's normal ones in the window and until it calms down
+    assert 180 <= resolved.evidence["affected_orders"] <= 200
+    assert resolved.evidence["typical_stuck_hours"] == 20.0
+
+
+def test_a_surge_everywhere_is_not_an_incident() -> None:
+    hubs = Hubs()
+    for i in range(48):
+        hubs.hour(T0 + i * H, {"H0": 1, "H1": 1, "H2": 1, "H3": 1})
+    for i in range(48, 60):  # a promotion: every hub three times busier and later
+        hubs.hour(T0 + i * H, {"H0": 6, "H1": 6, "H2": 6, "H3": 6}, traffic=60)
+    assert hubs.incidents() == []
+
+
+@pytest.mark.parametrize("scenario, check", [
+    ("carrier_outage", "outage"),
+    ("hub_congestion", "incident"),
+])
+def test_the_scenarios_through_replay(scenario, check, make_settings) -> None:
+    """A smaller world than the 20k of the README; the figures there are `make`-free."""
+    from delaywatch.config import load_thresholds
+    from delaywatch.replay import replay, system_quality
+    from delaywatch.simulate import simulate
+
+    records, truth = simulate(orders=6000, seed=7, scenario=scenario)
+    th = load_thresholds()
+    th = th.model_copy(update={"monitor": th.monitor.model_copy(update={"min_expected": 12})})
+    result = replay(records, make_settings(), th)
+    q = system_quality(result.system, result.alerts, truth)
+    if check == "outage":
+        assert q["outage"]["detected"] and q["outage"]["detection_delay_minutes"] <= 60
+        assert (q["outage"]["opens"], q["outage"]["resolves"]) == (1, 1)
+        assert q["outage"]["per_order_alerts_during_rate"] <= 0.01
+    else:
+        assert q["incident"]["opens"] == 1
+        assert abs(q["incident"]["affected_error"]) <= 0.10
