@@ -31,6 +31,7 @@ class TopicSettings(BaseModel):
     scans: str = "carrier-scans"
     alerts_delay: str = "alerts.delay"
     alerts_stock: str = "alerts.stock"
+    alerts_system: str = "alerts.system"  # feed outages and incidents (delaywatch monitor)
     dlq: str = "delaywatch.dlq"
     model: str = "delaywatch.model"  # model events: drift, checkpoint, restore
     # internal re-keying topics (co-partitioned with the tables that consume them)

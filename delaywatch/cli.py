@@ -231,6 +231,22 @@ def produce(
 
 
 @app.command()
+def monitor(
+    state: Path = typer.Option(Path("delaywatch-monitor.state"),
+                               help="checkpoint of the monitor and its offsets"),
+    max_idle: float | None = typer.Option(None, help="exit after this many idle seconds"),
+) -> None:
+    """Ops monitor: feed outages and incidents from every input and alert partition to
+    alerts.system (one process; a restart resumes from --state)."""
+    from delaywatch.log import configure_logging
+    from delaywatch.monitor_service import MonitorService
+
+    configure_logging()
+    sent = MonitorService(_settings(), state).run(max_idle_s=max_idle)
+    typer.echo(f"sent {sent} system alerts")
+
+
+@app.command()
 def notify(
     sink: str = typer.Option("stdout", help="stdout | file | webhook"),
     path: Path = typer.Option(Path("alerts-delivered.jsonl"), help="file sink path"),

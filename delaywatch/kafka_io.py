@@ -53,7 +53,8 @@ def client_config(settings: Settings) -> dict[str, Any]:
 
 def create_all_topics(settings: Settings) -> None:
     t = settings.topics
-    names = [t.orders, t.inventory, t.scans, t.alerts_delay, t.alerts_stock, t.dlq,
+    names = [t.orders, t.inventory, t.scans, t.alerts_delay, t.alerts_stock, t.alerts_system,
+             t.dlq,
              t.order_lines, t.stock_notices, *(name for name, _ in t.retry_tiers)]
     create_topics(settings.kafka.bootstrap_servers,
                   {**dict.fromkeys(names, t.partitions), t.model: 1},

@@ -21,7 +21,7 @@ import orjson
 from delaywatch.config.settings import Settings
 from delaywatch.config.thresholds import Thresholds, load_thresholds
 from delaywatch.core.monitor import OpsMonitor, event_time
-from delaywatch.core.pipeline import Topology, partition_for
+from delaywatch.core.pipeline import INPUT_ROLES, Topology, partition_for
 from delaywatch.models.risk import ModelEvent, Outcome, Prediction
 from delaywatch.schemas.alerts import Alert, AlertStatus
 from delaywatch.schemas.dlq import DeadLetter, SourceRef
@@ -148,11 +148,14 @@ def replay(
         configure(topo)
     result = ReplayResult()
     monitor = OpsMonitor(thresholds.monitor) if with_monitor else None
+    if monitor is not None:
+        monitor.expect([f"{r}:{p}" for r in INPUT_ROLES for p in range(topo.n)],
+                       [f"alerts:{p}" for p in range(topo.n)])
 
     def add(outputs: Iterable[Any]) -> None:
         for out in outputs:
             result.add(out)
-            if monitor is not None and isinstance(out, Alert):
+            if monitor is not None and isinstance(out, Alert) and out.category == "delay":
                 p = partition_for(out.key, topo.n)  # the alert topics are keyed like it
                 result.system.extend(monitor.on_alerts(f"alerts:{p}", [out]))
 

@@ -57,6 +57,12 @@ class StreamClocks:
     lateness: float
     clocks: dict[str, float] = field(default_factory=dict)
 
+    def expect(self, streams: Iterable[str]) -> None:
+        """Streams that will deliver: the watermark waits for each (a consumer reads its
+        partitions in any order; a bucket must not be judged before all have reached it)."""
+        for s in streams:
+            self.clocks.setdefault(s, NEG_INF)
+
     def effective(self, stream: str, t: float) -> float:
         clock = self.clocks.get(stream, NEG_INF)
         self.clocks[stream] = max(clock, t)
@@ -106,10 +112,10 @@ class _Rate:
     n: int = 0
 
     def expected(self, slot: int, min_slot: int) -> float | None:
+        """This time of day's normal, once seen ``min_slot`` times (the overall mean would
+        call every daily lull an outage)."""
         seen = self.by_slot.get(slot)
-        if seen is not None and seen[1] >= min_slot:
-            return seen[0]
-        return self.overall
+        return seen[0] if seen is not None and seen[1] >= min_slot else None
 
     def learn(self, slot: int, count: float, alpha: float, slot_alpha: float) -> None:
         self.n += 1
@@ -186,8 +192,15 @@ class FeedHealth:
         for feed, count in counts.items():
             hist = self.history.setdefault(feed, [])
             hist.append(count)
-            del hist[: -th.window_buckets]
             rate = self.rates.setdefault(feed, _Rate())
+            if len(hist) > th.window_buckets:
+                # a bucket leaves the window: only now is it the feed's normal (or part of
+                # an outage, never learned): learning it earlier would teach the baseline
+                # the very silence the window is judging
+                old = hist.pop(0)
+                if not self.books.get(feed, AlertBook()).is_open("feed_outage"):
+                    rate.learn(_slot(start - th.window_buckets * self.bucket_s, self.bucket_s),
+                               old, th.alpha, th.slot_alpha)
             per = [rate.expected(s, th.min_slot_samples) for s in slots[-len(hist):]]
             ready = rate.n >= th.min_history_buckets and all(e is not None for e in per)
             expect[feed] = sum(e for e in per if e is not None) if ready else None
@@ -213,9 +226,6 @@ class FeedHealth:
                     self.since[feed] = end - len(hist) * self.bucket_s
                 out.extend(self._alerts(book, feed, active, end, count, last, sum(hist),
                                         window))
-                outage = book.is_open("feed_outage")
-            if not outage:  # an outage is not the feed's normal
-                rate.learn(slots[-1], count, th.alpha, th.slot_alpha)
         return out
 
     def _alerts(self, book: AlertBook, feed: str, active: bool, at: float, count: int,
@@ -279,10 +289,10 @@ class IncidentDetector:
         self.calm: dict[str, int] = {}  # scope -> quiet buckets in a row while open
 
     def observe_input(self, stream: str, role: str, value: dict[str, Any], t: float) -> None:
+        eff = self.traffic_clocks.effective(stream, t)  # every input moves its clock
         scope = _traffic_scope(role, value)
         if scope is None:
             return
-        eff = self.traffic_clocks.effective(stream, t)
         start = eff - eff % self.bucket_s
         per = self.traffic.setdefault(scope, {})
         per[start] = per.get(start, 0) + 1
@@ -482,6 +492,13 @@ class OpsMonitor:
         self.feeds = FeedHealth(th)
         self.incidents = IncidentDetector(th)
 
+    def expect(self, inputs: Iterable[str], alerts: Iterable[str]) -> None:
+        """The input streams (topic partitions) and delay-alert streams there are."""
+        inputs = list(inputs)
+        self.feeds.clocks.expect(inputs)
+        self.incidents.traffic_clocks.expect(inputs)
+        self.incidents.clocks.expect(alerts)
+
     def on_input(self, stream: str, role: str, value: dict[str, Any], t: float) -> list[Alert]:
         self.feeds.observe(stream, role, value, t)
         self.incidents.observe_input(stream, role, value, t)
@@ -489,6 +506,7 @@ class OpsMonitor:
                 *self.incidents.judge(self.incidents.clocks.watermark)]
 
     def on_alerts(self, stream: str, alerts: Iterable[Alert]) -> list[Alert]:
+        """Per-order alerts of one stream (a partition of ``alerts.delay``)."""
         for a in alerts:
             self.incidents.observe(stream, a)
         return self.incidents.judge(self.incidents.clocks.watermark)
