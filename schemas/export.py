@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from delaywatch.schemas.acks import Ack
 from delaywatch.schemas.alerts import Alert
 from delaywatch.schemas.dlq import DeadLetter
 from delaywatch.schemas.events import InventoryEvent, OrderEvent, ScanEvent
@@ -16,6 +17,7 @@ SCHEMA_FILES = {
     "carrier-scans.v1.json": ScanEvent,
     "alerts.v1.json": Alert,
     "dlq.v1.json": DeadLetter,
+    "alerts.ack.v1.json": Ack,
 }
 
 
