@@ -2,6 +2,7 @@
 :class:`Thresholds` (one YAML file, per carrier and service level)."""
 
 from delaywatch.config.settings import (
+    EscalatorSettings,
     KafkaSettings,
     ModelSettings,
     Settings,
@@ -11,6 +12,7 @@ from delaywatch.config.settings import (
 )
 from delaywatch.config.thresholds import (
     DEFAULT_THRESHOLDS_FILE,
+    EscalationThresholds,
     LaneThresholds,
     StockThresholds,
     Thresholds,
@@ -19,6 +21,8 @@ from delaywatch.config.thresholds import (
 
 __all__ = [
     "DEFAULT_THRESHOLDS_FILE",
+    "EscalationThresholds",
+    "EscalatorSettings",
     "KafkaSettings",
     "LaneThresholds",
     "ModelSettings",
