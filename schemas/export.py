@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import BaseModel
+
 from delaywatch.schemas.acks import Ack
 from delaywatch.schemas.alerts import Alert
 from delaywatch.schemas.dlq import DeadLetter
@@ -11,7 +13,7 @@ from delaywatch.schemas.events import InventoryEvent, OrderEvent, ScanEvent
 
 __all__ = ["SCHEMA_FILES", "json_schemas"]
 
-SCHEMA_FILES = {
+SCHEMA_FILES: dict[str, type[BaseModel]] = {
     "orders.v1.json": OrderEvent,
     "inventory.v1.json": InventoryEvent,
     "carrier-scans.v1.json": ScanEvent,
