@@ -54,7 +54,8 @@ def client_config(settings: Settings) -> dict[str, Any]:
 def create_all_topics(settings: Settings) -> None:
     t = settings.topics
     names = [t.orders, t.inventory, t.scans, t.alerts_delay, t.alerts_stock, t.dlq,
-             t.order_lines, t.stock_notices, *(name for name, _ in t.retry_tiers)]
+             t.order_lines, t.stock_notices, *(name for name, _ in t.retry_tiers),
+             t.alerts_ack, t.alerts_escalation, t.alerts_system]
     create_topics(settings.kafka.bootstrap_servers,
                   {**dict.fromkeys(names, t.partitions), t.model: 1},
                   replication_factor=t.replication_factor)

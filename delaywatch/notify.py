@@ -6,8 +6,12 @@ store (so a restart or a re-sent alert does not message a customer twice).
 
 Contract:
 
-* **Dedupe** by (alert_id, status, severity) in :class:`DeliveredStore`; entries older than
-  ``keep_days`` are pruned at start, so the store stays bounded.
+* **Dedupe** by (alert_id, status, severity) in :class:`DeliveredStore`, plus the
+  escalation level for the escalation copies ``delaywatch escalate`` writes to
+  ``alerts.escalation`` (consumed here with the alert topics): a copy keeps its alert_id
+  and may repeat a severity the detector already sent (or re-page at critical), so without
+  the level it would be deduped away. Entries older than ``keep_days`` are pruned at start,
+  so the store stays bounded.
 * **Retry tiers.** A failing sink is tried ``attempts`` times in-process, then the record is
   handed to the first retry tier topic (``alerts.retry.1m``, ...) with ``dw-notify-*``
   headers (see :data:`HEADERS`). The notifier consumes its tier topics too and delivers a
@@ -140,7 +144,12 @@ class DeliveredStore:
 
     @staticmethod
     def key(alert: dict[str, Any]) -> str:
-        return f"{alert['alert_id']}|{alert['status']}|{alert.get('severity')}"
+        key = f"{alert['alert_id']}|{alert['status']}|{alert.get('severity')}"
+        evidence = alert.get("evidence")
+        escalation = evidence.get("escalation") if isinstance(evidence, dict) else None
+        if isinstance(escalation, dict) and "level" in escalation:
+            key += f"|esc{escalation['level']}"
+        return key
 
     def seen(self, alert: dict[str, Any]) -> bool:
         row = self.db.execute("SELECT 1 FROM delivered WHERE key = ?", (self.key(alert),))
@@ -203,7 +212,7 @@ class Notifier:
         self.metrics_port, self.create_topics = metrics_port, create_topics
         self.ack_timeout_s = ack_timeout_s
         t = settings.topics
-        self.alert_topics = [t.alerts_delay, t.alerts_stock]
+        self.alert_topics = [t.alerts_delay, t.alerts_stock, t.alerts_escalation]
         self.tier_index = {tier.topic: i for i, tier in enumerate(self.tiers)}
         self.topics = [*self.alert_topics, *self.tier_index]
         self.consumer = Consumer({**client_config(settings), "group.id": group,
