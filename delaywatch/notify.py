@@ -51,10 +51,9 @@ from typing import Any
 import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
 from confluent_kafka import TopicPartition as TP
-from confluent_kafka.admin import AdminClient, NewTopic
 
 from delaywatch.config.settings import NotifierSettings, Settings
-from delaywatch.kafka_io import client_config
+from delaywatch.kafka_io import client_config, ensure_topics
 from delaywatch.log import get_logger
 
 __all__ = [
@@ -384,27 +383,8 @@ class Notifier:
     # -- the loop --------------------------------------------------------------------------
     def ensure_topics(self) -> None:
         """Create the tier topics and the DLQ (as many partitions as the alert topics)."""
-        admin = AdminClient(client_config(self.settings))
-        t = self.settings.topics
-        new = [NewTopic(name, num_partitions=t.partitions,
-                        replication_factor=t.replication_factor)
-               for name in [*self.tier_index, self.dlq_topic]]
-        for name, fut in admin.create_topics(new, operation_timeout=30).items():
-            exc = fut.exception(timeout=30)
-            err = exc.args[0] if isinstance(exc, KafkaException) and exc.args else None
-            if exc is not None and not (isinstance(err, KafkaError)
-                                        and err.code() == KafkaError.TOPIC_ALREADY_EXISTS):
-                raise RuntimeError(f"cannot create {name}: {exc}")
-        # A topic the group's metadata does not show yet (or shows without leaders) is left
-        # out of the assignment until the next metadata refresh, minutes later: wait for it.
-        deadline = time.monotonic() + 30
-        for name in self.tier_index:
-            while time.monotonic() < deadline:
-                topic = self.consumer.list_topics(name, timeout=10).topics.get(name)
-                if (topic is not None and topic.error is None and topic.partitions
-                        and all(p.leader >= 0 for p in topic.partitions.values())):
-                    break
-                time.sleep(0.2)
+        ensure_topics(self.settings, [*self.tier_index, self.dlq_topic], self.consumer,
+                      wait_for=list(self.tier_index))
 
     def run(self, max_idle_s: float | None = None, should_stop: Callable[[], bool] = bool
             ) -> dict[str, int]:
