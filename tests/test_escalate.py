@@ -1,0 +1,112 @@
+"""Escalation and acknowledgement on Apache Kafka (issue #8's acceptance): an unacknowledged
+open alert escalates once, an acknowledged one never; the service's state survives restarts
+(nothing forgotten, nothing escalated twice); the notifier delivers the copy."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+import pytest
+from confluent_kafka import Producer
+
+from delaywatch.config.thresholds import EscalationThresholds
+from delaywatch.escalate import EscalationService, EscalationStore
+from delaywatch.kafka_io import client_config, create_all_topics, read_all
+from delaywatch.notify import DeliveredStore, Notifier, file_sink
+from delaywatch.schemas.acks import Ack
+from delaywatch.schemas.alerts import Alert, alert_id_for
+
+TH = EscalationThresholds(after_s={"high": 3.0})  # high -> critical after 3 s; then never
+
+
+def _alert(order_id: str) -> Alert:
+    return Alert(alert_id=alert_id_for(order_id, "promise_broken", 1), status="open",
+                 category="delay", kind="promise_broken", key=order_id, episode=1,
+                 severity="high", reason_codes=["promise_passed"], evidence={"late_h": 1.0},
+                 detected_at=datetime.now(UTC), order_id=order_id)
+
+
+def _service(settings, store: Path, clock=time.time) -> EscalationService:
+    return EscalationService(settings, EscalationStore(store), TH, clock=clock, tick_s=0.2)
+
+
+def test_store_round_trips_the_escalator(tmp_path: Path) -> None:
+    store = EscalationStore(tmp_path / "s.sqlite")
+    esc = store.load(TH)
+    esc.on_alert(_alert("O-1"), 100.0)
+    esc.on_ack(Ack(alert_id="al-x", by="ops", at=datetime.now(UTC)), 100.0)
+    store.save(esc)
+    store.close()
+    again = EscalationStore(tmp_path / "s.sqlite").load(TH)
+    assert again.alerts == esc.alerts and again.pending_acks == esc.pending_acks
+    assert again.next_due() == 103.0
+
+
+@pytest.mark.broker
+def test_unacked_alert_escalates_once_acked_never_across_restarts(kafka, make_settings,
+                                                                   tmp_path):
+    settings = make_settings(partitions=2)
+    settings.kafka.bootstrap_servers = kafka.bootstrap
+    create_all_topics(settings)
+    unacked, acked = _alert("O-1"), _alert("O-2")
+    t0 = time.time()
+    p = Producer(client_config(settings))
+    for a in (unacked, acked):
+        p.produce(settings.topics.alerts_delay, key=a.key.encode(),
+                  value=a.model_dump_json().encode())
+    ack = Ack(alert_id=acked.alert_id, by="ops-kim", at=datetime.now(UTC), note="on it")
+    p.produce(settings.topics.alerts_ack, key=ack.alert_id.encode(),
+              value=ack.model_dump_json().encode())
+    assert p.flush(30) == 0
+    store = tmp_path / "escalator.sqlite"
+
+    # 1. the service reads the three records while its clock stands at t0, then stops:
+    #    as if it went down before anything was due
+    first = _service(settings, store, clock=lambda: t0)
+    deadline = time.monotonic() + 60
+    c1 = dict(first.run(should_stop=lambda: time.monotonic() > deadline or (
+        first.counts["alerts"] >= 2 and first.counts["acks"] >= 1)))
+    # 2. restarted on the same store with the wall clock: the unacked alert is due 3 s after
+    #    it was published, from the stored state (its record is not read again)
+    s2 = time.monotonic()
+    c2 = dict(_service(settings, store).run(max_idle_s=4))
+    w2 = time.monotonic() - s2
+    # 3. restarted again: nothing new, nothing due
+    c3 = dict(_service(settings, store).run(max_idle_s=4))
+    escalations = read_all(settings, settings.topics.alerts_escalation)
+    # the reference notifier delivers the alerts and the escalation copy
+    sink = tmp_path / "delivered.jsonl"
+    n = Notifier(settings, file_sink(sink), DeliveredStore(tmp_path / "n.sqlite"),
+                 tiers=()).run(max_idle_s=4)
+    delivered = [orjson.loads(line) for line in sink.read_bytes().splitlines()]
+
+    print(f"\nrun 1 (clock held at t0): alerts {c1['alerts']}, acks {c1['acks']}, "
+          f"escalated {c1['escalated']}")
+    print(f"run 2 (restart, wall clock): alerts read {c2['alerts']}, escalated "
+          f"{c2['escalated']} (critical {c2['escalated:critical']}), run {w2:.1f} s")
+    print(f"run 3 (restart): alerts read {c3['alerts']}, escalated {c3['escalated']}")
+    for r in escalations:
+        v = r["value"]
+        print(f"alerts.escalation: key {r['key']} alert_id {v['alert_id']} "
+              f"{v['status']} {v['severity']} audience {v['audience']} "
+              f"escalation {v['evidence']['escalation']}")
+    print(f"notifier: delivered {n['delivered']} "
+          f"({sorted((d['key'], d['status'], d['severity']) for d in delivered)})")
+
+    assert (c1["alerts"], c1["acks"], c1["escalated"], c1["invalid"]) == (2, 1, 0, 0)
+    assert (c2["alerts"], c2["acks"], c2["escalated"], c2["escalated:critical"]) == (0, 0, 1, 1)
+    assert (c3["alerts"], c3["acks"], c3["escalated"]) == (0, 0, 0)
+    assert len(escalations) == 1
+    copy = Alert.model_validate(escalations[0]["value"])
+    assert copy.alert_id == unacked.alert_id and escalations[0]["key"] == "O-1"
+    assert (copy.status, copy.severity, copy.audience) == ("updated", "critical", "cs")
+    esc = copy.evidence["escalation"]
+    assert (esc["level"], esc["after_s"], esc["from_severity"]) == (1, 3.0, "high")
+    assert copy.detected_at.timestamp() == pytest.approx(t0 + 3.0, abs=0.001)
+    assert copy.evidence["late_h"] == 1.0
+    assert n["delivered"] == 3 and n["duplicates"] == 0
+    assert sorted((d["key"], d["severity"]) for d in delivered) == [
+        ("O-1", "critical"), ("O-1", "high"), ("O-2", "high")]
