@@ -15,6 +15,7 @@ from delaywatch.config.thresholds import (
     EscalationThresholds,
     LaneThresholds,
     StockThresholds,
+    SystemThresholds,
     Thresholds,
     load_thresholds,
 )
@@ -28,6 +29,7 @@ __all__ = [
     "ModelSettings",
     "Settings",
     "StockThresholds",
+    "SystemThresholds",
     "Thresholds",
     "TimeSettings",
     "TopicSettings",

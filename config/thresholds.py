@@ -74,6 +74,18 @@ class EscalationThresholds(BaseModel):
         return value
 
 
+class SystemThresholds(BaseModel):
+    """Admin alarms on alerts.system (``delaywatch.core.system``): records in the last
+    ``window_s`` seconds at which an alarm opens (it resolves at half or below)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    window_s: float = Field(300.0, gt=0)
+    dlq_records: int = Field(20, ge=1)           # worker dead letters, any reason
+    retries_exhausted: int = Field(1, ge=1)      # ... that outlived every retry tier
+    notifier_dead_letters: int = Field(1, ge=1)  # alert messages the notifier gave up on
+
+
 class CompensationRule(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -94,6 +106,7 @@ class Thresholds(BaseModel):
     stock: StockThresholds = StockThresholds()
     compensation: list[CompensationRule] = Field(default_factory=list)
     escalation: EscalationThresholds = EscalationThresholds()
+    system: SystemThresholds = SystemThresholds()
 
     def model_post_init(self, __context: Any) -> None:
         # Validate every override eagerly so a typo fails at start-up, not at 3 a.m.

@@ -105,7 +105,8 @@ class Alert(BaseModel):
     schema_version: Literal[1] = 1
     alert_id: str
     status: AlertStatus
-    category: Literal["delay", "stock"]
+    # "system": delaywatch's own health, on alerts.system only (added within v1)
+    category: Literal["delay", "stock", "system"]
     kind: str
     key: str
     episode: int
