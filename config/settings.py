@@ -132,6 +132,8 @@ class EscalatorSettings(BaseModel):
     group: str = "delaywatch-escalator"
     store_path: Path = Path(".escalator/state.sqlite")  # alert/ack state (SQLite)
     tick_s: float = Field(1.0, gt=0)  # how often due escalations are looked for (wall clock)
+    # admin alarms on alerts.system from the DLQ topics' rates (thresholds.yaml "system")
+    system_alarms: bool = True
     metrics_port: int | None = Field(None, ge=0, le=65535)
 
 

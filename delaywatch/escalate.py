@@ -28,6 +28,13 @@ Contract:
   notifier dedupes (alert_id, status, severity and escalation level).
 * **Invalid records** (not JSON, not an Alert/Ack) are logged, counted and skipped: acks
   come from ops tools, and a bad one must not stop escalations.
+* **Admin alarms** (``system`` thresholds given; the CLI's default): the service also
+  consumes the worker's DLQ (``delaywatch.dlq``) and the notifier's (``alerts.dlq``),
+  counts their records by publish time (:class:`delaywatch.core.system.SystemAlarms`) and
+  sends ``dlq_rate``, ``retries_exhausted`` and ``notifier_failures`` alerts (open, then
+  resolved) to ``alerts.system``, produced and stored like the escalations. It reads only
+  the DLQ records' ``reason``; their payloads (PII) are neither kept nor logged. Admin
+  alerts are not escalated themselves.
 * **Counts** (:attr:`EscalationService.counts`, returned by :meth:`EscalationService.run`)
   and, with ``metrics_port``, the same figures as Prometheus counters on 127.0.0.1.
 """
@@ -45,8 +52,9 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from pydantic import ValidationError
 
 from delaywatch.config.settings import Settings
-from delaywatch.config.thresholds import EscalationThresholds
+from delaywatch.config.thresholds import EscalationThresholds, SystemThresholds
 from delaywatch.core.escalation import Escalator, Tracked
+from delaywatch.core.system import Alarm, SystemAlarms
 from delaywatch.kafka_io import client_config, ensure_topics
 from delaywatch.log import get_logger
 from delaywatch.schemas.acks import Ack
@@ -68,6 +76,8 @@ class EscalationStore:
                         "row TEXT NOT NULL)")
         self.db.execute("CREATE TABLE IF NOT EXISTS acks (alert_id TEXT PRIMARY KEY, "
                         "until REAL NOT NULL, by TEXT NOT NULL)")
+        self.db.execute("CREATE TABLE IF NOT EXISTS system (kind TEXT PRIMARY KEY, "
+                        "row TEXT NOT NULL)")
         self.db.commit()
 
     def load(self, thresholds: EscalationThresholds) -> Escalator:
@@ -77,12 +87,22 @@ class EscalationStore:
                 self.db.execute("SELECT alert_id, until, by FROM acks")}
         return Escalator.restore(thresholds, alerts, acks)
 
-    def save(self, escalator: Escalator) -> None:
-        """Write what changed in ``escalator`` since the last save, in one transaction."""
+    def load_system(self, thresholds: SystemThresholds) -> SystemAlarms:
+        alarms = {kind: Alarm.from_row(orjson.loads(row))
+                  for kind, row in self.db.execute("SELECT kind, row FROM system")}
+        return SystemAlarms(thresholds).restore(alarms)
+
+    def save(self, escalator: Escalator, alarms: SystemAlarms | None = None) -> None:
+        """Write what changed in ``escalator`` (and ``alarms``) since the last save, in one
+        transaction."""
         alerts, acks = escalator.take_changes()
-        if not alerts and not acks:
+        system = alarms.take_changes() if alarms is not None else {}
+        if not alerts and not acks and not system:
             return
         with self.db:
+            for kind, alarm in system.items():
+                self.db.execute("INSERT OR REPLACE INTO system VALUES (?, ?)",
+                                (kind, orjson.dumps(alarm.to_row()).decode()))
             for alert_id, t in alerts.items():
                 if t is None:
                     self.db.execute("DELETE FROM alerts WHERE alert_id = ?", (alert_id,))
@@ -105,14 +125,15 @@ class EscalationService:
 
     ``clock``: the wall clock in epoch seconds (tests inject one). ``tick_s``: how often due
     escalations are looked for. ``create_topics``: create ``alerts.ack`` and
-    ``alerts.escalation`` if missing (off where ACLs forbid it).
+    ``alerts.escalation`` if missing (off where ACLs forbid it). ``system``: thresholds of
+    the admin alarms (None: off, the DLQ topics are not read).
     """
 
     def __init__(self, settings: Settings, store: EscalationStore,
                  thresholds: EscalationThresholds, group: str = "delaywatch-escalator",
                  clock: Callable[[], float] = time.time, tick_s: float = 1.0,
                  metrics_port: int | None = None, create_topics: bool = True,
-                 ack_timeout_s: float = 30.0) -> None:
+                 ack_timeout_s: float = 30.0, system: SystemThresholds | None = None) -> None:
         self.settings, self.store, self.thresholds, self.group = (
             settings, store, thresholds, group)
         self.clock, self.tick_s = clock, tick_s
@@ -122,6 +143,12 @@ class EscalationService:
         self.alert_topics = [t.alerts_delay, t.alerts_stock]
         self.ack_topic, self.out_topic = t.alerts_ack, t.alerts_escalation
         self.topics = [*self.alert_topics, self.ack_topic]
+        self.system_thresholds = system
+        self.dlq_topic, self.notifier_dlq_topic = t.dlq, settings.notifier.dlq_topic
+        self.system_topic = t.alerts_system
+        self.alarms = store.load_system(system) if system is not None else None
+        if system is not None:
+            self.topics += [self.dlq_topic, self.notifier_dlq_topic]
         self.escalator = store.load(thresholds)
         self.consumer = Consumer({**client_config(settings), "group.id": group,
                                   "auto.offset.reset": "earliest",
@@ -132,8 +159,8 @@ class EscalationService:
         self.producer = Producer({**client_config(settings), "enable.idempotence": True,
                                   "acks": "all"})
         self.counts: dict[str, int] = {
-            "alerts": 0, "acks": 0, "invalid": 0, "escalated": 0,
-            **{f"escalated:{s.value}": 0 for s in Severity},
+            "alerts": 0, "acks": 0, "invalid": 0, "dead_letters": 0, "escalated": 0,
+            **{f"escalated:{s.value}": 0 for s in Severity}, "system_alerts": 0,
             "produce_failures": 0, "commit_failures": 0}
 
     # -- one record ------------------------------------------------------------------------
@@ -147,6 +174,11 @@ class EscalationService:
         """Apply one record to the escalator and store the result."""
         raw = msg.value() or b""
         at = self._received_at(msg)
+        if self.alarms is not None and msg.topic() in (self.dlq_topic,
+                                                       self.notifier_dlq_topic):
+            self._count_dead_letter(msg.topic(), raw, at)
+            self.store.save(self.escalator, self.alarms)
+            return
         try:
             if msg.topic() == self.ack_topic:
                 self.escalator.on_ack(Ack.model_validate_json(raw), at)
@@ -159,29 +191,53 @@ class EscalationService:
             log.warning("escalator_invalid_record", topic=msg.topic(),
                         partition=msg.partition(), offset=msg.offset(),
                         error=str(exc.errors(include_url=False)[:1])[:300])
-        self.store.save(self.escalator)
+        self.store.save(self.escalator, self.alarms)
+
+    def _count_dead_letter(self, topic: str | None, raw: bytes, at: float) -> None:
+        assert self.alarms is not None
+        self.counts["dead_letters"] += 1
+        if topic == self.notifier_dlq_topic:
+            self.alarms.on_record("notifier_failures", at)
+            return
+        self.alarms.on_record("dlq_rate", at)
+        try:
+            reason = orjson.loads(raw).get("reason")
+        except (orjson.JSONDecodeError, AttributeError):
+            reason = None
+        if reason == "retries_exhausted":
+            self.alarms.on_record("retries_exhausted", at)
 
     # -- the clock -------------------------------------------------------------------------
     def tick(self) -> int:
-        """Send the escalations due now; the number sent (0 when the broker did not
-        acknowledge them: they are sent again on the next tick)."""
-        out = self.escalator.due(self.clock())
-        if not out:
-            self.store.save(self.escalator)  # what it forgot
+        """Send the escalations (and admin alerts) due now; the number sent (0 when the
+        broker did not acknowledge them: they are sent again on the next tick)."""
+        now = self.clock()
+        out = self.escalator.due(now)
+        system = self.alarms.check(now) if self.alarms is not None else []
+        if not out and not system:
+            self.store.save(self.escalator, self.alarms)  # what they forgot
             return 0
         errors: list[KafkaError | None] = []
-        for alert in out:
-            self.producer.produce(self.out_topic, key=alert.key.encode(),
-                                  value=alert.model_dump_json().encode(),
-                                  on_delivery=lambda err, _msg: errors.append(err))
+        for topic, alerts in ((self.out_topic, out), (self.system_topic, system)):
+            for alert in alerts:
+                self.producer.produce(topic, key=alert.key.encode(),
+                                      value=alert.model_dump_json().encode(),
+                                      on_delivery=lambda err, _msg: errors.append(err))
         self.producer.flush(self.ack_timeout_s)
-        if len(errors) < len(out) or any(e is not None for e in errors):
+        if len(errors) < len(out) + len(system) or any(e is not None for e in errors):
             self.counts["produce_failures"] += 1
-            log.warning("escalator_produce_failed", escalations=len(out),
+            log.warning("escalator_produce_failed", escalations=len(out), system=len(system),
                         error=str(next((e for e in errors if e is not None), "timeout")))
-            self.escalator = self.store.load(self.thresholds)  # forget the attempt
+            # forget the attempt
+            self.escalator = self.store.load(self.thresholds)
+            if self.system_thresholds is not None:
+                self.alarms = self.store.load_system(self.system_thresholds)
             return 0
-        self.store.save(self.escalator)
+        self.store.save(self.escalator, self.alarms)
+        for alert in system:
+            self.counts["system_alerts"] += 1
+            log.warning("system_alert", alert_id=alert.alert_id, kind=alert.kind,
+                        status=alert.status.value, **alert.evidence)
         for alert in out:
             self.counts["escalated"] += 1
             self.counts[f"escalated:{alert.severity.value}"] += 1
@@ -189,7 +245,7 @@ class EscalationService:
             log.info("alert_escalated", alert_id=alert.alert_id, kind=alert.kind,
                      key=alert.key, level=esc["level"], severity=alert.severity.value,
                      from_severity=esc["from_severity"], audience=alert.audience)
-        return len(out)
+        return len(out) + len(system)
 
     # -- the loop --------------------------------------------------------------------------
     def run(self, max_idle_s: float | None = None, should_stop: Callable[[], bool] = bool
@@ -198,8 +254,11 @@ class EscalationService:
         nothing arrived or escalated for that long and nothing is due within it. Returns
         :attr:`counts`."""
         if self.create_topics:
-            ensure_topics(self.settings, [self.ack_topic, self.out_topic], self.consumer,
-                          wait_for=[self.ack_topic])
+            names = [self.ack_topic, self.out_topic]
+            if self.alarms is not None:
+                names += [self.system_topic, self.dlq_topic, self.notifier_dlq_topic]
+            ensure_topics(self.settings, names, self.consumer,
+                          wait_for=[n for n in names if n in self.topics])
         server = self._serve_metrics() if self.metrics_port is not None else None
         self.consumer.subscribe(self.topics)
         last = last_tick = time.monotonic()
@@ -262,7 +321,7 @@ class _CountsCollector:
         counts = self.service.counts.copy()
         records = CounterMetricFamily("delaywatch_escalator_records",
                                       "Records consumed, by kind", labels=["kind"])
-        for kind in ("alerts", "acks", "invalid"):
+        for kind in ("alerts", "acks", "invalid", "dead_letters"):
             records.add_metric([kind], counts[kind])
         yield records
         escalated = CounterMetricFamily("delaywatch_escalator_escalations",
@@ -271,7 +330,7 @@ class _CountsCollector:
         for severity in Severity:
             escalated.add_metric([severity.value], counts[f"escalated:{severity.value}"])
         yield escalated
-        for name in ("produce_failures", "commit_failures"):
+        for name in ("system_alerts", "produce_failures", "commit_failures"):
             yield CounterMetricFamily(f"delaywatch_escalator_{name}",
                                       name.replace("_", " ").capitalize(), value=counts[name])
         yield GaugeMetricFamily("delaywatch_escalator_open_alerts",

@@ -1,6 +1,8 @@
 """Escalation and acknowledgement on Apache Kafka (issue #8's acceptance): an unacknowledged
 open alert escalates once, an acknowledged one never; the service's state survives restarts
-(nothing forgotten, nothing escalated twice); the notifier delivers the copy."""
+(nothing forgotten, nothing escalated twice); the notifier delivers the copy. Admin alarms:
+dead letters past their thresholds open alerts on alerts.system, which resolve when the
+window has passed."""
 
 from __future__ import annotations
 
@@ -12,12 +14,13 @@ import orjson
 import pytest
 from confluent_kafka import Producer
 
-from delaywatch.config.thresholds import EscalationThresholds
+from delaywatch.config.thresholds import EscalationThresholds, SystemThresholds
 from delaywatch.escalate import EscalationService, EscalationStore
 from delaywatch.kafka_io import client_config, create_all_topics, read_all
 from delaywatch.notify import DeliveredStore, Notifier, file_sink
 from delaywatch.schemas.acks import Ack
 from delaywatch.schemas.alerts import Alert, alert_id_for
+from delaywatch.schemas.dlq import DeadLetter, SourceRef
 
 TH = EscalationThresholds(after_s={"high": 3.0})  # high -> critical after 3 s; then never
 
@@ -110,3 +113,34 @@ def test_unacked_alert_escalates_once_acked_never_across_restarts(kafka, make_se
     assert n["delivered"] == 3 and n["duplicates"] == 0
     assert sorted((d["key"], d["severity"]) for d in delivered) == [
         ("O-1", "critical"), ("O-1", "high"), ("O-2", "high")]
+
+
+@pytest.mark.broker
+def test_dead_letters_past_their_thresholds_raise_admin_alerts(kafka, make_settings,
+                                                               tmp_path):
+    settings = make_settings(partitions=2)
+    settings.kafka.bootstrap_servers = kafka.bootstrap
+    create_all_topics(settings)
+    p = Producer(client_config(settings))
+    for reason in ("retries_exhausted", "invalid_json"):
+        dead = DeadLetter(reason=reason, error="e", stage="process",
+                          source=SourceRef(topic="orders"), payload="{}")
+        p.produce(settings.topics.dlq, value=dead.model_dump_json().encode())
+    p.produce(settings.notifier.dlq_topic, value=b"{oops")  # an alert the notifier gave up on
+    assert p.flush(30) == 0
+    system = SystemThresholds(window_s=4, dlq_records=2, retries_exhausted=1,
+                              notifier_dead_letters=1)
+    service = EscalationService(settings, EscalationStore(tmp_path / "e.sqlite"), TH,
+                                tick_s=0.2, system=system)
+    counts = service.run(max_idle_s=6)
+    got = [Alert.model_validate(r["value"])
+           for r in read_all(settings, settings.topics.alerts_system)]
+    print(f"\nadmin alarms: dead letters read {counts['dead_letters']}, alerts.system "
+          + ", ".join(f"{a.kind} {a.status.value} (count {a.evidence['count']})" for a in got))
+    assert counts["dead_letters"] == 3 and counts["system_alerts"] == 6
+    assert sorted((a.kind, a.status.value) for a in got) == sorted(
+        (k, s) for k in ("dlq_rate", "retries_exhausted", "notifier_failures")
+        for s in ("open", "resolved"))
+    assert all(a.category == "system" and a.audience == "admin" for a in got)
+    assert {a.alert_id for a in got} == {alert_id_for("delaywatch", k, 1) for k in (
+        "dlq_rate", "retries_exhausted", "notifier_failures")}

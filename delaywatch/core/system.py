@@ -50,7 +50,7 @@ class Alarm:
     open: bool = False
 
     def to_row(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "buckets": {str(k): v for k, v in self.buckets.items()}}
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Alarm:

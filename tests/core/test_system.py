@@ -4,6 +4,7 @@ half of it, one episode (and alert_id) per opening, bounded state."""
 from __future__ import annotations
 
 import doctest
+import json
 
 from delaywatch.config.thresholds import SystemThresholds, load_thresholds
 from delaywatch.core import system
@@ -59,6 +60,7 @@ def test_state_is_bounded_and_round_trips() -> None:
             alarms.check(float(t))
     # 60 buckets of 5 s in the window, plus what arrived since the last check
     assert len(alarms.alarms["dlq_rate"].buckets) <= 60 + 35 // 5 + 1
-    rows = {k: Alarm.from_row(a.to_row()) for k, a in alarms.take_changes().items()}
+    rows = {k: Alarm.from_row(json.loads(json.dumps(a.to_row())))
+            for k, a in alarms.take_changes().items()}
     again = SystemAlarms(TH).restore(rows)
     assert again.alarms == alarms.alarms and again.check(100_000.0) == alarms.check(100_000.0)
