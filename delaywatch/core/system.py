@@ -9,12 +9,15 @@ at a time ``now`` (``check``), which alarms open or resolve. Each alarm is an
 * ``retries_exhausted`` -- those of them whose transient failure outlived every retry tier;
 * ``notifier_failures`` -- alert messages the notifier gave up on (``alerts.dlq``).
 
-An alarm opens when its count in the last ``window_s`` seconds reaches its threshold and
-resolves when the count falls to half the threshold or below (hysteresis: a rate hovering at
+An alarm opens when the count in a window of ``window_s`` seconds ending at one of its
+records reaches the threshold (record times, not reading times: a burst read late, after a
+downtime, is still reported, at its own time), and resolves when ``check`` finds the count
+in the window ending ``now`` at half the threshold or below (hysteresis: a rate hovering at
 the threshold does not flap). Episodes are numbered per kind, so ``alert_id`` is
 deterministic (``alert_id_for(source, kind, episode)``) like the detectors' alerts. Counts are
-kept in ``window_s / 60`` buckets, pruned by ``check``: the state is bounded whatever the
-rate (60 buckets plus those filled since the last check).
+kept in ``window_s / 60`` buckets, pruned by ``check`` up to a window before the kind's
+latest record (or ``now``, if earlier): the state is bounded whatever the rate (60 buckets
+plus those filled since the last check).
 
 >>> from delaywatch.config.thresholds import SystemThresholds
 >>> alarms = SystemAlarms(SystemThresholds(window_s=60, dlq_records=2))
@@ -48,13 +51,17 @@ class Alarm:
     buckets: dict[int, int] = field(default_factory=dict)  # bucket number -> records
     episode: int = 0
     open: bool = False
+    latest: float | None = None  # the latest record time seen
+    unsent: tuple[float, int] | None = None  # opened at (record time, count), not yet sent
 
     def to_row(self) -> dict[str, Any]:
         return {**asdict(self), "buckets": {str(k): v for k, v in self.buckets.items()}}
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Alarm:
-        return cls(**{**row, "buckets": {int(k): v for k, v in row["buckets"].items()}})
+        unsent = row.get("unsent")
+        return cls(**{**row, "buckets": {int(k): v for k, v in row["buckets"].items()},
+                      "unsent": tuple(unsent) if unsent is not None else None})
 
 
 class SystemAlarms:
@@ -71,39 +78,47 @@ class SystemAlarms:
         return {"dlq_rate": th.dlq_records, "retries_exhausted": th.retries_exhausted,
                 "notifier_failures": th.notifier_dead_letters}[kind]
 
+    def _first(self, end: float) -> int:
+        return int((end - self.thresholds.window_s) // self.bucket_s) + 1
+
     def on_record(self, kind: str, at: float, n: int = 1) -> None:
-        """Count ``n`` failure records of ``kind`` at time ``at``."""
+        """Count ``n`` failure records of ``kind`` at time ``at``; opens the alarm (sent by
+        the next ``check``) when the window ending at ``at`` reaches the threshold."""
         alarm = self.alarms[kind]
         bucket = int(at // self.bucket_s)
         alarm.buckets[bucket] = alarm.buckets.get(bucket, 0) + n
+        alarm.latest = at if alarm.latest is None else max(alarm.latest, at)
+        if not alarm.open:
+            count = self.count(kind, at)
+            if count >= self.threshold(kind):
+                alarm.open, alarm.episode, alarm.unsent = True, alarm.episode + 1, (at, count)
         self._changed.add(kind)
 
-    def count(self, kind: str, now: float) -> int:
-        """Records of ``kind`` in the window ending at ``now`` (to the bucket)."""
-        first = int((now - self.thresholds.window_s) // self.bucket_s) + 1
-        last = int(now // self.bucket_s)
+    def count(self, kind: str, end: float) -> int:
+        """Records of ``kind`` in the window ending at ``end`` (to the bucket)."""
+        first, last = self._first(end), int(end // self.bucket_s)
         return sum(n for b, n in self.alarms[kind].buckets.items() if first <= b <= last)
 
     def check(self, now: float) -> list[Alert]:
-        """Open or resolve alarms by their count at ``now``; the alerts to send."""
+        """The alarms opened since the last check, and those resolved by ``now``."""
         out = []
-        first = int((now - self.thresholds.window_s) // self.bucket_s) + 1
         for kind, alarm in self.alarms.items():
+            first = self._first(min(now, alarm.latest if alarm.latest is not None else now))
             old = [b for b in alarm.buckets if b < first]
             for b in old:
                 del alarm.buckets[b]
             if old:
                 self._changed.add(kind)
-            n, limit = self.count(kind, now), self.threshold(kind)
-            if not alarm.open and n >= limit:
-                alarm.open, alarm.episode = True, alarm.episode + 1
-                out.append(self._alert(alarm, AlertStatus.OPEN, n, now))
-            elif alarm.open and n <= limit // 2:
+            if alarm.unsent is not None:
+                at, count = alarm.unsent
+                out.append(self._alert(alarm, AlertStatus.OPEN, count, at))
+                alarm.unsent = None
+                self._changed.add(kind)
+            n = self.count(kind, now)
+            if alarm.open and n <= self.threshold(kind) // 2:
                 alarm.open = False
                 out.append(self._alert(alarm, AlertStatus.RESOLVED, n, now))
-            else:
-                continue
-            self._changed.add(kind)
+                self._changed.add(kind)
         return out
 
     def _alert(self, alarm: Alarm, status: AlertStatus, n: int, now: float) -> Alert:

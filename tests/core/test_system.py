@@ -44,6 +44,23 @@ def test_opens_at_the_threshold_and_resolves_at_half_with_a_new_episode_next_tim
     assert again.episode == 2 and again.alert_id == alert_id_for("delaywatch", "dlq_rate", 2)
 
 
+def test_a_burst_read_late_is_reported_at_its_time_then_resolved() -> None:
+    alarms = SystemAlarms(TH)
+    for t in (0.0, 1.0, 2.0, 3.0):  # read after a downtime
+        alarms.on_record("dlq_rate", t)
+    opened, resolved = alarms.check(10_000.0)
+    assert (opened.status, opened.detected_at.timestamp(), opened.evidence["count"]) == (
+        "open", 3.0, 4)
+    assert (resolved.status, resolved.detected_at.timestamp(), resolved.evidence["count"]) == (
+        "resolved", 10_000.0, 0)
+    # a backlog read while checks run: the window of record times still fills up
+    alarms = SystemAlarms(TH)
+    for t in (0.0, 100.0, 200.0, 250.0):
+        alarms.check(5_000.0 + t)
+        alarms.on_record("dlq_rate", t)
+    assert [a.status for a in alarms.check(6_000.0)] == ["open", "resolved"]
+
+
 def test_kinds_are_independent_and_mapped_to_admin() -> None:
     alarms = SystemAlarms(TH)
     alarms.on_record("retries_exhausted", 5.0)
