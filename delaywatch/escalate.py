@@ -176,7 +176,7 @@ class EscalationService:
         at = self._received_at(msg)
         if self.alarms is not None and msg.topic() in (self.dlq_topic,
                                                        self.notifier_dlq_topic):
-            self._count_dead_letter(msg.topic(), raw, at)
+            self._count_dead_letter(self.alarms, msg.topic(), raw, at)
             self.store.save(self.escalator, self.alarms)
             return
         try:
@@ -190,22 +190,23 @@ class EscalationService:
             self.counts["invalid"] += 1
             log.warning("escalator_invalid_record", topic=msg.topic(),
                         partition=msg.partition(), offset=msg.offset(),
-                        error=str(exc.errors(include_url=False)[:1])[:300])
+                        # not the input: an ack's note or an alert's fields stay out of logs
+                        error=str(exc.errors(include_url=False, include_input=False)[:1])[:300])
         self.store.save(self.escalator, self.alarms)
 
-    def _count_dead_letter(self, topic: str | None, raw: bytes, at: float) -> None:
-        assert self.alarms is not None
+    def _count_dead_letter(self, alarms: SystemAlarms, topic: str | None, raw: bytes,
+                           at: float) -> None:
         self.counts["dead_letters"] += 1
         if topic == self.notifier_dlq_topic:
-            self.alarms.on_record("notifier_failures", at)
+            alarms.on_record("notifier_failures", at)
             return
-        self.alarms.on_record("dlq_rate", at)
+        alarms.on_record("dlq_rate", at)
         try:
             reason = orjson.loads(raw).get("reason")
         except (orjson.JSONDecodeError, AttributeError):
             reason = None
         if reason == "retries_exhausted":
-            self.alarms.on_record("retries_exhausted", at)
+            alarms.on_record("retries_exhausted", at)
 
     # -- the clock -------------------------------------------------------------------------
     def tick(self) -> int:

@@ -48,6 +48,52 @@ def test_store_round_trips_the_escalator(tmp_path: Path) -> None:
     assert again.next_due() == 103.0
 
 
+class _Msg:
+    """The parts of a confluent-kafka message the service reads."""
+
+    def __init__(self, topic: str, value: bytes, ts_ms: int) -> None:
+        self._topic, self._value, self._ts = topic, value, ts_ms
+
+    def topic(self) -> str:
+        return self._topic
+
+    def value(self) -> bytes:
+        return self._value
+
+    def timestamp(self) -> tuple[int, int]:
+        return (1, self._ts)
+
+    def partition(self) -> int:
+        return 0
+
+    def offset(self) -> int:
+        return 0
+
+
+def test_invalid_records_are_skipped_and_an_unacknowledged_send_is_retried(
+        make_settings, tmp_path: Path) -> None:
+    settings = make_settings()
+    settings.kafka.bootstrap_servers = "127.0.0.1:1"  # nobody there: sends are not acked
+    now = [1_000.0]
+    service = EscalationService(settings, EscalationStore(tmp_path / "e.sqlite"), TH,
+                                clock=lambda: now[0], ack_timeout_s=0.5)
+    try:
+        t = settings.topics
+        service.handle(_Msg(t.alerts_ack, b"{oops", 1_000_000))
+        service.handle(_Msg(t.alerts_delay, b'{"alert_id": "x"}', 1_000_000))
+        service.handle(_Msg(t.alerts_delay, _alert("O-1").model_dump_json().encode(),
+                            999_000))
+        assert (service.counts["invalid"], service.counts["alerts"]) == (2, 1)
+        assert service.escalator.next_due() == 1_002.0  # published at 999 s
+        now[0] = 1_010.0
+        assert service.tick() == 0 and service.counts["produce_failures"] == 1
+        # the escalation was not recorded as sent: it is due again on the next tick
+        assert service.escalator.next_due() == 1_002.0
+        assert EscalationStore(tmp_path / "e.sqlite").load(TH).next_due() == 1_002.0
+    finally:
+        service.consumer.close()
+
+
 @pytest.mark.broker
 def test_unacked_alert_escalates_once_acked_never_across_restarts(kafka, make_settings,
                                                                    tmp_path):
