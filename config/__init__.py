@@ -2,6 +2,7 @@
 :class:`Thresholds` (one YAML file, per carrier and service level)."""
 
 from delaywatch.config.settings import (
+    EscalatorSettings,
     KafkaSettings,
     ModelSettings,
     Settings,
@@ -11,19 +12,24 @@ from delaywatch.config.settings import (
 )
 from delaywatch.config.thresholds import (
     DEFAULT_THRESHOLDS_FILE,
+    EscalationThresholds,
     LaneThresholds,
     StockThresholds,
+    SystemThresholds,
     Thresholds,
     load_thresholds,
 )
 
 __all__ = [
     "DEFAULT_THRESHOLDS_FILE",
+    "EscalationThresholds",
+    "EscalatorSettings",
     "KafkaSettings",
     "LaneThresholds",
     "ModelSettings",
     "Settings",
     "StockThresholds",
+    "SystemThresholds",
     "Thresholds",
     "TimeSettings",
     "TopicSettings",

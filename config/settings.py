@@ -31,7 +31,11 @@ class TopicSettings(BaseModel):
     scans: str = "carrier-scans"
     alerts_delay: str = "alerts.delay"
     alerts_stock: str = "alerts.stock"
-    alerts_system: str = "alerts.system"  # feed outages and incidents (delaywatch monitor)
+    # issue #8: ops tools acknowledge alerts here (schemas/acks.py, key alert_id); the
+    # escalation service writes escalated copies of unacknowledged alerts, and admin alerts
+    alerts_ack: str = "alerts.ack"
+    alerts_escalation: str = "alerts.escalation"
+    alerts_system: str = "alerts.system"
     dlq: str = "delaywatch.dlq"
     model: str = "delaywatch.model"  # model events: drift, checkpoint, restore
     # internal re-keying topics (co-partitioned with the tables that consume them)
@@ -121,6 +125,18 @@ class NotifierSettings(BaseModel):
     metrics_port: int | None = Field(None, ge=0, le=65535)
 
 
+class EscalatorSettings(BaseModel):
+    """``delaywatch escalate`` (delaywatch/escalate.py); its command-line options override
+    these. The per-severity times are thresholds (``escalation`` in config/thresholds.yaml)."""
+
+    group: str = "delaywatch-escalator"
+    store_path: Path = Path(".escalator/state.sqlite")  # alert/ack state (SQLite)
+    tick_s: float = Field(1.0, gt=0)  # how often due escalations are looked for (wall clock)
+    # admin alarms on alerts.system from the DLQ topics' rates (thresholds.yaml "system")
+    system_alarms: bool = True
+    metrics_port: int | None = Field(None, ge=0, le=65535)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="DELAYWATCH_", env_nested_delimiter="__", extra="ignore"
@@ -132,6 +148,7 @@ class Settings(BaseSettings):
     models: ModelSettings = ModelSettings()
     worker: WorkerSettings = WorkerSettings()
     notifier: NotifierSettings = NotifierSettings()
+    escalator: EscalatorSettings = EscalatorSettings()
     thresholds_file: Path | None = None
     log_level: str = "INFO"
     log_format: Literal["auto", "json", "console"] = "auto"

@@ -9,6 +9,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from delaywatch.schemas.alerts import Severity
+
 DEFAULT_THRESHOLDS_FILE = Path(__file__).with_name("thresholds.yaml")
 
 STAGES_WITH_REMAINING = ("paid", "waybill", "picked_up", "out_for_delivery")
@@ -42,6 +44,46 @@ class StockThresholds(BaseModel):
     mismatch_abs: int = Field(2, ge=0)
     mismatch_rel: float = Field(0.02, ge=0)
     snapshot_pair_window_h: float = Field(2.0, gt=0)
+
+
+class EscalationThresholds(BaseModel):
+    """When an unacknowledged open alert escalates (``delaywatch.core.escalation``).
+
+    ``after_s``: seconds an alert may stay open at a severity, unacknowledged, before it
+    escalates one step; a severity left out never escalates. ``max_level``: escalations per
+    alert at most (a critical alert escalates to critical again: a re-page).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    after_s: dict[Severity, float] = Field(default_factory=lambda: {
+        Severity.CRITICAL: 900.0, Severity.HIGH: 1800.0, Severity.MEDIUM: 7200.0})
+    max_level: int = Field(3, ge=0)
+    # an ack whose alert has not arrived is kept this long (the ack may come first)
+    ack_keep_s: float = Field(86400.0, gt=0)
+    # acked or resolved alerts are remembered this long (so a late or re-read message of
+    # theirs is recognised), and open ones this long after their last message
+    forget_closed_after_s: float = Field(2 * 86400.0, gt=0)
+    forget_open_after_s: float = Field(14 * 86400.0, gt=0)
+
+    @field_validator("after_s")
+    @classmethod
+    def _positive(cls, value: dict[Severity, float]) -> dict[Severity, float]:
+        if any(v <= 0 for v in value.values()):
+            raise ValueError("escalation times must be > 0 (leave a severity out for never)")
+        return value
+
+
+class SystemThresholds(BaseModel):
+    """Admin alarms on alerts.system (``delaywatch.core.system``): records in the last
+    ``window_s`` seconds at which an alarm opens (it resolves at half or below)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    window_s: float = Field(300.0, gt=0)
+    dlq_records: int = Field(20, ge=1)           # worker dead letters, any reason
+    retries_exhausted: int = Field(1, ge=1)      # ... that outlived every retry tier
+    notifier_dead_letters: int = Field(1, ge=1)  # alert messages the notifier gave up on
 
 
 class MonitorThresholds(BaseModel):
@@ -116,6 +158,8 @@ class Thresholds(BaseModel):
     stock: StockThresholds = StockThresholds()
     compensation: list[CompensationRule] = Field(default_factory=list)
     monitor: MonitorThresholds = MonitorThresholds()
+    escalation: EscalationThresholds = EscalationThresholds()
+    system: SystemThresholds = SystemThresholds()
 
     @field_validator("compensation")
     @classmethod

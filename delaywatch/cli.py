@@ -304,6 +304,38 @@ def notify(
 
 
 @app.command()
+def escalate(
+    store: Path | None = typer.Option(None, help="state store [escalator.store_path]"),
+    group: str | None = typer.Option(None, help="consumer group [escalator.group]"),
+    max_idle: float | None = typer.Option(None, help="exit after this many idle seconds"),
+    tick: float | None = typer.Option(None, help="seconds between looks for due "
+                                                 "escalations [escalator.tick_s]"),
+    metrics_port: int | None = typer.Option(None, help="Prometheus metrics on 127.0.0.1"),
+    system_alarms: bool | None = typer.Option(
+        None, help="admin alerts on alerts.system from the DLQ rates [escalator.system_alarms]"),
+) -> None:
+    """Escalate open alerts nobody acknowledged (alerts.ack) in time to alerts.escalation,
+    and raise admin alerts on alerts.system. Times and thresholds: `escalation` and `system`
+    in the thresholds file. Run one instance."""
+    from delaywatch.config.thresholds import load_thresholds
+    from delaywatch.escalate import EscalationService, EscalationStore
+    from delaywatch.log import configure_logging
+
+    settings = _settings()
+    e = settings.escalator
+    configure_logging(settings.log_level, settings.log_format)
+    thresholds = load_thresholds(settings.thresholds_file)
+    system = e.system_alarms if system_alarms is None else system_alarms
+    counts = EscalationService(
+        settings, EscalationStore(store or e.store_path), thresholds.escalation,
+        group=group or e.group, tick_s=tick or e.tick_s,
+        metrics_port=metrics_port if metrics_port is not None else e.metrics_port,
+        system=thresholds.system if system else None,
+    ).run(max_idle)
+    typer.echo(json.dumps(counts), err=True)
+
+
+@app.command()
 def schemas(
     out: Path = typer.Option(Path("schemas/json")),
     check: bool = typer.Option(False, help="fail if the files on disk differ"),

@@ -19,6 +19,7 @@ from confluent_kafka import (
     Producer,
     TopicPartition,
 )
+from confluent_kafka.admin import AdminClient, NewTopic
 
 from delaywatch.broker import create_topics
 from delaywatch.config.settings import Settings
@@ -29,6 +30,7 @@ __all__ = [
     "committed_lag",
     "consume",
     "create_all_topics",
+    "ensure_topics",
     "input_topics",
     "produce_records",
     "read_all",
@@ -53,12 +55,40 @@ def client_config(settings: Settings) -> dict[str, Any]:
 
 def create_all_topics(settings: Settings) -> None:
     t = settings.topics
-    names = [t.orders, t.inventory, t.scans, t.alerts_delay, t.alerts_stock, t.alerts_system,
-             t.dlq,
-             t.order_lines, t.stock_notices, *(name for name, _ in t.retry_tiers)]
+    names = [t.orders, t.inventory, t.scans, t.alerts_delay, t.alerts_stock, t.dlq,
+             t.order_lines, t.stock_notices, *(name for name, _ in t.retry_tiers),
+             t.alerts_ack, t.alerts_escalation, t.alerts_system]
     create_topics(settings.kafka.bootstrap_servers,
                   {**dict.fromkeys(names, t.partitions), t.model: 1},
                   replication_factor=t.replication_factor)
+
+
+def ensure_topics(settings: Settings, names: list[str], consumer: Consumer | None = None,
+                  wait_for: list[str] | None = None) -> None:
+    """Create ``names`` if missing (``settings.topics.partitions`` partitions each), with the
+    service's own client config (SASL/SSL), and wait until ``consumer``'s metadata shows
+    each of ``wait_for`` with leaders: a topic the group's metadata does not show yet is
+    left out of the assignment until the next metadata refresh, minutes later."""
+    admin = AdminClient(client_config(settings))
+    t = settings.topics
+    new = [NewTopic(name, num_partitions=t.partitions, replication_factor=t.replication_factor)
+           for name in names]
+    for name, fut in admin.create_topics(new, operation_timeout=30).items():
+        exc = fut.exception(timeout=30)
+        err = exc.args[0] if isinstance(exc, KafkaException) and exc.args else None
+        if exc is not None and not (isinstance(err, KafkaError)
+                                    and err.code() == KafkaError.TOPIC_ALREADY_EXISTS):
+            raise RuntimeError(f"cannot create {name}: {exc}")
+    if consumer is None:
+        return
+    deadline = time.monotonic() + 30
+    for name in wait_for or []:
+        while time.monotonic() < deadline:
+            topic = consumer.list_topics(name, timeout=10).topics.get(name)
+            if (topic is not None and topic.error is None and topic.partitions
+                    and all(p.leader >= 0 for p in topic.partitions.values())):
+                break
+            time.sleep(0.2)
 
 
 def produce_records(

@@ -6,8 +6,12 @@ store (so a restart or a re-sent alert does not message a customer twice).
 
 Contract:
 
-* **Dedupe** by (alert_id, status, severity) in :class:`DeliveredStore`; entries older than
-  ``keep_days`` are pruned at start, so the store stays bounded.
+* **Dedupe** by (alert_id, status, severity) in :class:`DeliveredStore`, plus the
+  escalation level for the escalation copies ``delaywatch escalate`` writes to
+  ``alerts.escalation`` (consumed here with the alert topics): a copy keeps its alert_id
+  and may repeat a severity the detector already sent (or re-page at critical), so without
+  the level it would be deduped away. Entries older than ``keep_days`` are pruned at start,
+  so the store stays bounded.
 * **Retry tiers.** A failing sink is tried ``attempts`` times in-process, then the record is
   handed to the first retry tier topic (``alerts.retry.1m``, ...) with ``dw-notify-*``
   headers (see :data:`HEADERS`). The notifier consumes its tier topics too and delivers a
@@ -47,10 +51,9 @@ from typing import Any
 import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
 from confluent_kafka import TopicPartition as TP
-from confluent_kafka.admin import AdminClient, NewTopic
 
 from delaywatch.config.settings import NotifierSettings, Settings
-from delaywatch.kafka_io import client_config
+from delaywatch.kafka_io import client_config, ensure_topics
 from delaywatch.log import get_logger
 
 __all__ = [
@@ -140,7 +143,12 @@ class DeliveredStore:
 
     @staticmethod
     def key(alert: dict[str, Any]) -> str:
-        return f"{alert['alert_id']}|{alert['status']}|{alert.get('severity')}"
+        key = f"{alert['alert_id']}|{alert['status']}|{alert.get('severity')}"
+        evidence = alert.get("evidence")
+        escalation = evidence.get("escalation") if isinstance(evidence, dict) else None
+        if isinstance(escalation, dict) and "level" in escalation:
+            key += f"|esc{escalation['level']}"
+        return key
 
     def seen(self, alert: dict[str, Any]) -> bool:
         row = self.db.execute("SELECT 1 FROM delivered WHERE key = ?", (self.key(alert),))
@@ -203,7 +211,7 @@ class Notifier:
         self.metrics_port, self.create_topics = metrics_port, create_topics
         self.ack_timeout_s = ack_timeout_s
         t = settings.topics
-        self.alert_topics = [t.alerts_delay, t.alerts_stock]
+        self.alert_topics = [t.alerts_delay, t.alerts_stock, t.alerts_escalation]
         self.tier_index = {tier.topic: i for i, tier in enumerate(self.tiers)}
         self.topics = [*self.alert_topics, *self.tier_index]
         self.consumer = Consumer({**client_config(settings), "group.id": group,
@@ -375,27 +383,8 @@ class Notifier:
     # -- the loop --------------------------------------------------------------------------
     def ensure_topics(self) -> None:
         """Create the tier topics and the DLQ (as many partitions as the alert topics)."""
-        admin = AdminClient(client_config(self.settings))
-        t = self.settings.topics
-        new = [NewTopic(name, num_partitions=t.partitions,
-                        replication_factor=t.replication_factor)
-               for name in [*self.tier_index, self.dlq_topic]]
-        for name, fut in admin.create_topics(new, operation_timeout=30).items():
-            exc = fut.exception(timeout=30)
-            err = exc.args[0] if isinstance(exc, KafkaException) and exc.args else None
-            if exc is not None and not (isinstance(err, KafkaError)
-                                        and err.code() == KafkaError.TOPIC_ALREADY_EXISTS):
-                raise RuntimeError(f"cannot create {name}: {exc}")
-        # A topic the group's metadata does not show yet (or shows without leaders) is left
-        # out of the assignment until the next metadata refresh, minutes later: wait for it.
-        deadline = time.monotonic() + 30
-        for name in self.tier_index:
-            while time.monotonic() < deadline:
-                topic = self.consumer.list_topics(name, timeout=10).topics.get(name)
-                if (topic is not None and topic.error is None and topic.partitions
-                        and all(p.leader >= 0 for p in topic.partitions.values())):
-                    break
-                time.sleep(0.2)
+        ensure_topics(self.settings, [*self.tier_index, self.dlq_topic], self.consumer,
+                      wait_for=list(self.tier_index))
 
     def run(self, max_idle_s: float | None = None, should_stop: Callable[[], bool] = bool
             ) -> dict[str, int]:

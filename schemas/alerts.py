@@ -5,6 +5,16 @@ Contract for notifier services: ``alert_id`` is stable across re-runs and restar
 exactly-once. Each (key, kind) has at most one open episode; ``updated`` is sent only when
 severity changes; ``resolved`` closes the episode. A later recurrence is a new episode with a
 new alert_id.
+
+``audience`` names the team that acts (``delaywatch.models.audience``: customer-facing delay
+kinds -> cs, process and stock kinds -> logistics, system kinds -> admin). It was added within
+v1, so it is optional: a consumer that finds it absent derives it from ``kind`` with
+:func:`delaywatch.models.audience.audience_for`.
+
+Escalation copies (topic ``alerts.escalation``, ``delaywatch escalate``) are this schema too:
+the alert's latest message with status ``updated``, severity one step up (capped at
+critical) and ``evidence.escalation = {level, after_s, from_severity, since}``; they keep the
+alert_id, and a notifier tells them apart by that level (``DeliveredStore.key``).
 """
 
 from __future__ import annotations
@@ -67,6 +77,14 @@ class ProcessStage(StrEnum):
     RETURNED = "returned"
 
 
+class Audience(StrEnum):
+    """The team that acts on an alert."""
+
+    CS = "cs"                # customer service: tell or compensate the customer
+    LOGISTICS = "logistics"  # warehouse, carrier and stock operations
+    ADMIN = "admin"          # the people who run delaywatch itself
+
+
 SEVERITY_RANK = {Severity.LOW: 0, Severity.MEDIUM: 1, Severity.HIGH: 2, Severity.CRITICAL: 3}
 
 
@@ -112,7 +130,8 @@ class Alert(BaseModel):
     schema_version: Literal[1] = 1
     alert_id: str
     status: AlertStatus
-    # "system": feed outages and incidents on alerts.system (delaywatch.core.monitor)
+    # "system": delaywatch's own health, feed outages and incidents; on alerts.system only
+    # (added within v1)
     category: Literal["delay", "stock", "system"]
     kind: str
     key: str
@@ -136,3 +155,5 @@ class Alert(BaseModel):
     risk: Risk | None = None
     # delay alerts: why (added within v1: optional, absent from records written before it)
     cause: Cause | None = None
+    # who acts (added within v1: optional; absent -> audience_for(kind, category))
+    audience: Audience | None = None

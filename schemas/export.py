@@ -4,18 +4,22 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import BaseModel
+
+from delaywatch.schemas.acks import Ack
 from delaywatch.schemas.alerts import Alert
 from delaywatch.schemas.dlq import DeadLetter
 from delaywatch.schemas.events import InventoryEvent, OrderEvent, ScanEvent
 
 __all__ = ["SCHEMA_FILES", "json_schemas"]
 
-SCHEMA_FILES = {
+SCHEMA_FILES: dict[str, type[BaseModel]] = {
     "orders.v1.json": OrderEvent,
     "inventory.v1.json": InventoryEvent,
     "carrier-scans.v1.json": ScanEvent,
     "alerts.v1.json": Alert,
     "dlq.v1.json": DeadLetter,
+    "alerts.ack.v1.json": Ack,
 }
 
 

@@ -34,5 +34,6 @@ def test_schemas_on_disk_are_current():
 
 def test_help_lists_every_command():
     r = runner.invoke(app, ["--help"])
-    for cmd in ("simulate", "replay", "worker", "demo", "broker", "topics", "schemas", "tail"):
+    for cmd in ("simulate", "replay", "worker", "demo", "broker", "topics", "schemas", "tail",
+                "notify", "escalate"):
         assert cmd in r.output

@@ -203,3 +203,15 @@ def test_no_message_for_an_alert_resolved_before_delivery_when_configured(alerts
     assert len(got) == len(chosen) - 2 * len(both)
     counts, got = run(False, "delivering")
     assert counts["skipped_resolved"] == 0 and len(got) == len(chosen)
+
+
+def test_escalation_copies_are_not_deduped_against_the_alerts_own_messages(tmp_path: Path):
+    store = DeliveredStore(tmp_path / "s.sqlite")
+    updated = {"alert_id": "al-1", "status": "updated", "severity": "critical", "evidence": {}}
+    store.mark(updated)
+    copy = {**updated, "evidence": {"escalation": {"level": 2, "after_s": 900.0}}}
+    assert not store.seen(copy)  # a re-page at critical is news
+    store.mark(copy)
+    assert store.seen(copy) and not store.seen(
+        {**copy, "evidence": {"escalation": {"level": 3}}})
+    assert DeliveredStore.key(copy) == "al-1|updated|critical|esc2"

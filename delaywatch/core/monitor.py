@@ -35,6 +35,7 @@ from typing import Any
 
 from delaywatch.config.thresholds import MonitorThresholds
 from delaywatch.core.alerts import AlertBook, Finding, Transition, ts_to_dt
+from delaywatch.models.audience import audience_for
 from delaywatch.schemas.alerts import Alert, Severity
 
 __all__ = ["FeedHealth", "IncidentDetector", "OpsMonitor", "StreamClocks", "event_time",
@@ -479,6 +480,7 @@ def _system_alert(t: Transition, subject: str, scope: str) -> Alert:
         alert_id=t.alert_id, status=t.status, category="system", kind=t.kind,
         key=f"{t.kind}:{subject}", episode=t.episode, severity=t.severity,
         reason_codes=list(t.reason_codes), evidence=t.evidence, detected_at=ts_to_dt(t.at),
+        audience=audience_for(t.kind, "system"),
         carrier=scope.rpartition(":")[2] if scope.startswith(("carrier:", "feed:scans:")) else None,
         warehouse_id=scope.rpartition(":")[2] if scope.startswith(
             ("warehouse:", "feed:inventory:")) else None,

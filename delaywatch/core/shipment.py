@@ -10,6 +10,7 @@ from delaywatch.config.thresholds import NO_COMPENSATION, Thresholds
 from delaywatch.core.alerts import Transition, ts_to_dt
 from delaywatch.core.engine import Forward, Rejected
 from delaywatch.core.state import ShipmentState, Stage
+from delaywatch.models.audience import audience_for
 from delaywatch.models.causes import diagnose
 from delaywatch.models.messages import customer_message
 from delaywatch.models.risk import MODEL_NAME, MODEL_VERSION, RiskDetector
@@ -310,6 +311,7 @@ class ShipmentLogic:
             promised_at=ts_to_dt(s.promised_at) if s.promised_at else None,
             customer_ref=s.customer_ref, customer_tier=s.customer_tier,
             message_ko=ko, message_en=en, compensation_suggested=comp, risk=risk, cause=cause,
+            audience=audience_for(t.kind, "delay"),
         )
 
     def _compensation(self, s: ShipmentState, late_h: float, cause: str | None,

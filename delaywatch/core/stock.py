@@ -8,6 +8,7 @@ from delaywatch.config.thresholds import Thresholds
 from delaywatch.core.alerts import Transition, ts_to_dt
 from delaywatch.core.engine import Forward
 from delaywatch.core.state import StockState
+from delaywatch.models.audience import audience_for
 from delaywatch.models.rules import StockRules
 from delaywatch.models.stock_risk import StockModels
 from delaywatch.schemas.alerts import Alert
@@ -127,5 +128,5 @@ class StockLogic:
             alert_id=t.alert_id, status=t.status, category="stock", kind=t.kind, key=s.key,
             episode=t.episode, severity=t.severity, reason_codes=list(t.reason_codes),
             evidence=t.evidence, detected_at=ts_to_dt(t.at), warehouse_id=s.warehouse_id,
-            sku=s.sku,
+            sku=s.sku, audience=audience_for(t.kind, "stock"),
         )

@@ -144,3 +144,24 @@ def test_alert_id_for_is_a_stable_pin() -> None:
                                    ("O-1", "waybill_missing", 2)])
 def test_alert_id_differs_by_key_kind_and_episode(other) -> None:
     assert alert_id_for(*other) != alert_id_for("O-1", "waybill_missing", 1)
+
+
+# -- acknowledgements and audience (issue #8) ----------------------------------------------------
+def test_ack_is_utc_and_needs_an_offset_and_an_alert_id() -> None:
+    from delaywatch.schemas import Ack
+
+    ack = Ack.model_validate_json(b'{"alert_id": "al-1", "by": "ops-kim", '
+                                  b'"at": "2024-05-06T19:00:00+09:00", "extra": 1}')
+    assert ack.at == datetime(2024, 5, 6, 10, tzinfo=UTC) and ack.note is None
+    for bad in ({"alert_id": "al-1", "by": "k", "at": "2024-05-06T19:00:00"},
+                {"alert_id": "", "by": "k", "at": "2024-05-06T19:00:00Z"},
+                {"by": "k", "at": "2024-05-06T19:00:00Z"}):
+        with pytest.raises(ValidationError):
+            Ack.model_validate_json(orjson.dumps(bad))
+
+
+def test_alerts_without_audience_still_validate_and_audience_is_checked() -> None:
+    assert make_alert().audience is None  # records written before the field existed
+    assert make_alert(audience="cs").audience == "cs"
+    with pytest.raises(ValidationError):
+        make_alert(audience="marketing")
