@@ -3,7 +3,9 @@
 
 from delaywatch.config.settings import (
     KafkaSettings,
+    KpiTargets,
     ModelSettings,
+    ReportSettings,
     Settings,
     TimeSettings,
     TopicSettings,
@@ -20,8 +22,10 @@ from delaywatch.config.thresholds import (
 __all__ = [
     "DEFAULT_THRESHOLDS_FILE",
     "KafkaSettings",
+    "KpiTargets",
     "LaneThresholds",
     "ModelSettings",
+    "ReportSettings",
     "Settings",
     "StockThresholds",
     "Thresholds",
