@@ -27,6 +27,7 @@ from delaywatch.schemas.dlq import DeadLetter, SourceRef
 
 __all__ = [
     "ReplayResult",
+    "broken_causes",
     "iter_records",
     "load_alerts",
     "quality",
@@ -246,7 +247,7 @@ def model_quality(df: Any) -> dict[str, Any]:
     return out
 
 
-def _broken_causes(alerts: list[Alert]) -> dict[str, str]:
+def broken_causes(alerts: list[Alert]) -> dict[str, str]:
     """order_id -> cause of its ``promise_broken`` alert (the late orders as the stream saw
     them, diagnosed when the promise passed)."""
     return {a.order_id: (a.cause.value if a.cause is not None else "unknown")
@@ -256,7 +257,7 @@ def _broken_causes(alerts: list[Alert]) -> dict[str, str]:
 
 def cause_mix(alerts: list[Alert]) -> dict[str, float]:
     """Share of late orders (a ``promise_broken`` alert) by cause."""
-    counts = Counter(_broken_causes(alerts).values())
+    counts = Counter(broken_causes(alerts).values())
     total = sum(counts.values())
     return {c: round(n / total, 4) for c, n in sorted(counts.items())} if total else {}
 
@@ -272,7 +273,7 @@ def cause_quality(alerts: list[Alert], truth: list[dict[str, Any]]) -> dict[str,
     """How often the diagnosed cause of a late order is its true root cause (late orders
     with a ``promise_broken`` alert and a named incident); a carrier exception diagnosed as
     an address issue (a failed delivery) counts as right."""
-    diagnosed = _broken_causes(alerts)
+    diagnosed = broken_causes(alerts)
     first: dict[str, Alert] = {}  # each order's first delay alert: what ops saw first
     for a in alerts:
         if a.category == "delay" and a.status == AlertStatus.OPEN and a.order_id is not None:
