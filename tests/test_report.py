@@ -1,4 +1,4 @@
-"""The KPI report's tables: definitions on hand-built records."""
+"""The KPI report: definitions on hand-built records; the summary keys of a replay."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from delaywatch.config import Settings
-from delaywatch.replay import cause_mix
+from delaywatch.replay import cause_mix, replay_file
 from delaywatch.report import (
     build,
     calibration,
@@ -21,6 +21,7 @@ from delaywatch.report import (
     summary_kpis,
 )
 from delaywatch.schemas.alerts import Alert, Cause, alert_id_for
+from delaywatch.simulate import write_jsonl
 
 TZ = "Asia/Seoul"
 T0 = datetime(2026, 5, 20, 1, 0, tzinfo=UTC)  # 10:00 in Seoul
@@ -188,3 +189,17 @@ def test_calibration_bins():
     assert table["scorings"].sum() == 4
     assert table.iloc[0]["observed_late"] == 0.0 and table.iloc[-1]["observed_late"] == 0.5
     assert calibration(None).empty
+
+
+def test_report_of_a_small_replay(small_world, tmp_path):
+    records, truth = small_world
+    events, truth_path, out = tmp_path / "e.jsonl", tmp_path / "t.jsonl", tmp_path / "replay"
+    write_jsonl(events, records)
+    write_jsonl(truth_path, truth)
+    _, summary = replay_file(events, out, Settings(), truth_path)
+    kpi, q = summary["kpi"], summary["quality"]
+    assert kpi["on_time_rate"] + kpi["delay_rate"] == pytest.approx(1.0, abs=2e-4)
+    # the records say what the truth says: the same late orders and announcements
+    assert q["proactive_notice_rate"] == pytest.approx(1 - q["unannounced_late_rate"], abs=0.01)
+    assert 0 < kpi["stock_mismatch_rate"] < 0.2
+    assert summary["incidents_by_kind"] == {}
