@@ -1,14 +1,19 @@
-"""The KPI report: definitions on hand-built records; the summary keys of a replay."""
+"""The KPI report: definitions on hand-built records, a replay's report, and live topics."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+import orjson
 import pandas as pd
 import pytest
+from typer.testing import CliRunner
 
+from delaywatch.cli import app
 from delaywatch.config import Settings
 from delaywatch.replay import cause_mix, replay_file
 from delaywatch.report import (
@@ -20,11 +25,13 @@ from delaywatch.report import (
     lead_times,
     summary_kpis,
 )
+from delaywatch.report_html import render_html
 from delaywatch.schemas.alerts import Alert, Cause, alert_id_for
 from delaywatch.simulate import write_jsonl
 
 TZ = "Asia/Seoul"
 T0 = datetime(2026, 5, 20, 1, 0, tzinfo=UTC)  # 10:00 in Seoul
+runner = CliRunner()
 
 
 def _at(hours: float) -> datetime:
@@ -178,17 +185,31 @@ def test_until_hides_later_events_and_alerts():
     assert data.as_of == _at(42)
 
 
-def test_calibration_bins():
-    preds = pd.DataFrame({
+def _predictions() -> pd.DataFrame:
+    return pd.DataFrame({
         "p_late": [0.05, 0.05, 0.95, 0.95, 0.5],
         "late": [False, False, True, False, None],  # the last one: no outcome yet
         "scored_at": pd.to_datetime([_at(0)] * 5, utc=True),
         "promised_at": pd.to_datetime([_at(10)] * 5, utc=True),
     })
-    table = calibration(preds).set_index("bin")
+
+
+def test_calibration_bins():
+    table = calibration(_predictions()).set_index("bin")
     assert table["scorings"].sum() == 4
     assert table.iloc[0]["observed_late"] == 0.0 and table.iloc[-1]["observed_late"] == 0.5
     assert calibration(None).empty
+
+
+def test_html_is_self_contained(data):
+    page = render_html(data)
+    assert page.count("<figure>") == 7 and page.count("<svg") == 6  # no predictions
+    assert "calibration: no model predictions" in page
+    assert "<script" not in page and 'src="http' not in page and "<link" not in page
+    assert "none: no detector emits incident" in page
+    with_models = render_html(dataclasses.replace(data, predictions=_predictions()))
+    assert with_models.count("<svg") == 7 and "calibration: scorings before" in with_models
+    assert render_html(data) == page  # the same data, the same file (no clock, fixed ids)
 
 
 def test_report_of_a_small_replay(small_world, tmp_path):
@@ -203,3 +224,71 @@ def test_report_of_a_small_replay(small_world, tmp_path):
     assert q["proactive_notice_rate"] == pytest.approx(1 - q["unannounced_late_rate"], abs=0.01)
     assert 0 < kpi["stock_mismatch_rate"] < 0.2
     assert summary["incidents_by_kind"] == {}
+
+    page_path = tmp_path / "report.html"
+    r = runner.invoke(app, ["report", "--input", str(out), "--out", str(page_path)])
+    assert r.exit_code == 0, r.output
+    page = page_path.read_text(encoding="utf-8")
+    assert page.count("<figure>") == 7 and page.count("<svg") == 6
+    assert "<script" not in page and 'src="http' not in page
+    assert f"{kpi['on_time_rate']:.1%}" in page
+    for wrong in (["--input", str(out), "--from-topics"], [], ["--from-topics"]):
+        r = runner.invoke(app, ["report", *wrong, "--out", str(page_path)])
+        assert r.exit_code != 0, wrong  # one source; topics need a time range
+
+
+@pytest.mark.broker
+def test_report_from_topics_equals_report_from_replay(kafka, small_world, tmp_path, monkeypatch):
+    """The input records and the replay's alerts on a real Kafka: ``--from-topics`` reads them
+    back and gives the replay's tables."""
+    from delaywatch.kafka_io import create_all_topics, produce_records
+    from delaywatch.report import load_replay
+
+    records, _ = small_world
+    events, out = tmp_path / "e.jsonl", tmp_path / "replay"
+    write_jsonl(events, records)
+    settings = Settings()
+    settings.kafka.bootstrap_servers = kafka.bootstrap
+    result, _ = replay_file(events, out, settings)
+    create_all_topics(settings)
+    t = settings.topics
+    alerts = [{"topic": t.alerts_delay if a.category == "delay" else t.alerts_stock,
+               "key": a.key, "value": orjson.loads(a.model_dump_json())}
+              for a in result.alerts]
+    produce_records(settings, [*records, *alerts])
+
+    monkeypatch.setenv("DELAYWATCH_KAFKA__BOOTSTRAP_SERVERS", kafka.bootstrap)
+    page = tmp_path / "live.html"
+    r = runner.invoke(app, ["report", "--from-topics", "--since", "2026-05-01",
+                            "--until", "2026-07-01", "--out", str(page)])
+    assert r.exit_code == 0, r.output
+    print("\n" + r.output.strip())
+    assert page.read_text(encoding="utf-8").count("<figure>") == 7
+
+    from delaywatch.report import load_topics
+
+    live = load_topics(settings, TZ, datetime(2026, 5, 1, tzinfo=UTC),
+                       datetime(2026, 7, 1, tzinfo=UTC))
+    replayed = load_replay(out, None, TZ, settings)
+    for by in (None, "day", "carrier", "warehouse_id"):
+        pd.testing.assert_frame_equal(kpi_table(live, by), kpi_table(replayed, by))
+    assert live.as_of == replayed.as_of
+
+
+def test_report_cli_needs_events_when_replay_dir_has_no_source(tmp_path):
+    (tmp_path / "alerts.jsonl").write_bytes(b"")
+    r = runner.invoke(app, ["report", "--input", str(tmp_path), "--out",
+                            str(tmp_path / "r.html")])
+    assert r.exit_code != 0 and "source.json" in repr(r.exception)
+
+
+def test_report_cli_reads_an_explicit_events_file(tmp_path: Path):
+    records, alerts = _world()
+    events = tmp_path / "e.jsonl"
+    write_jsonl(events, records)
+    (tmp_path / "alerts.jsonl").write_bytes(b"".join(
+        a.model_dump_json().encode() + b"\n" for a in alerts))
+    r = runner.invoke(app, ["report", "--input", str(tmp_path), "--events", str(events),
+                            "--out", str(tmp_path / "r.html")])
+    assert r.exit_code == 0, r.output
+    assert "5 orders" in r.output and "proactive notice 0.5000" in r.output
