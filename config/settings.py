@@ -137,6 +137,25 @@ class EscalatorSettings(BaseModel):
     metrics_port: int | None = Field(None, ge=0, le=65535)
 
 
+class KpiTargets(BaseModel):
+    """Field KPIs of the best operators (issue #8); ``delaywatch report`` marks each figure
+    against them. Rates are shares (0.98 = 98 %)."""
+
+    on_time_rate_min: float = Field(0.98, ge=0, le=1)
+    delay_rate_max: float = Field(0.03, ge=0, le=1)  # strictly below
+    stock_mismatch_rate_max: float = Field(0.01, ge=0, le=1)
+    unannounced_late_rate_max: float = Field(0.08, ge=0, le=1)
+    proactive_notice_rate_min: float = Field(0.85, ge=0, le=1)
+
+
+class ReportSettings(BaseModel):
+    """``delaywatch report`` (delaywatch/report.py, delaywatch/report_html.py)."""
+
+    targets: KpiTargets = KpiTargets()
+    # reading topics for --from-topics: give up on a topic after this long (wall clock)
+    read_timeout_s: float = Field(300.0, gt=0)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="DELAYWATCH_", env_nested_delimiter="__", extra="ignore"
@@ -149,6 +168,7 @@ class Settings(BaseSettings):
     worker: WorkerSettings = WorkerSettings()
     notifier: NotifierSettings = NotifierSettings()
     escalator: EscalatorSettings = EscalatorSettings()
+    report: ReportSettings = ReportSettings()
     thresholds_file: Path | None = None
     log_level: str = "INFO"
     log_format: Literal["auto", "json", "console"] = "auto"

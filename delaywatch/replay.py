@@ -28,6 +28,7 @@ from delaywatch.schemas.dlq import DeadLetter, SourceRef
 
 __all__ = [
     "ReplayResult",
+    "broken_causes",
     "iter_records",
     "load_alerts",
     "quality",
@@ -83,7 +84,15 @@ class ReplayResult:
         elif isinstance(out, ModelEvent):
             self.model_events.append(out)
 
-    def summary(self, truth: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    def summary(self, truth: list[dict[str, Any]] | None = None,
+                report: Any = None) -> dict[str, Any]:
+        """Counts, and with ``truth`` the quality against the simulator's truth; with
+        ``report`` (``delaywatch.report.ReportData`` of the replayed records) the report's
+        KPIs under ``kpi.*``, ``quality.proactive_notice_rate`` and, without truth,
+        ``alerts_per_1000_orders`` (with truth it counts the truth's orders, as before)."""
+        # imported here: the report reads records with this module's helpers
+        from delaywatch.report import alerts_per_1000, incidents_by_kind, summary_kpis
+
         out: dict[str, Any] = {
             "events": self.events,
             "events_per_second": round(self.events / self.seconds, 1) if self.seconds else None,
@@ -99,8 +108,6 @@ class ReplayResult:
         out["drift_events"] = sum(1 for e in self.model_events if e.kind == "drift")
         out["kpi"] = {"cause_mix": cause_mix(self.alerts)}
         out["system_alerts"] = len(self.system)
-        out["incidents_by_kind"] = dict(sorted(Counter(
-            a.kind for a in self.system if a.status == AlertStatus.OPEN).items()))
         if truth is not None:
             out["quality"] = quality(self.alerts, truth)
             system = system_quality(self.system, self.alerts, truth)
@@ -112,11 +119,19 @@ class ReplayResult:
                 out["quality"]["scenario"] = system
             out["quality"]["cause"] = cause_quality(self.alerts, truth)
             orders = out["quality"]["orders"]
-            out["alerts_per_1000_orders"] = round(1000 * sum(
+            out["alerts_per_1000_orders"] = alerts_per_1000(sum(
                 1 for a in self.alerts if a.status == AlertStatus.OPEN and a.category == "delay"
-            ) / orders, 1) if orders else None
+            ), orders)
             if self.predictions:
                 out["quality"].update(model_quality(self.predictions_frame()))
+        out["incidents_by_kind"] = incidents_by_kind(self.system)
+        if report is not None:
+            kpis = summary_kpis(report)
+            for name in ("on_time_rate", "delay_rate", "stock_mismatch_rate"):
+                out["kpi"][name] = kpis[f"kpi.{name}"]
+            out.setdefault("quality", {})["proactive_notice_rate"] = kpis[
+                "quality.proactive_notice_rate"]
+            out.setdefault("alerts_per_1000_orders", kpis["alerts_per_1000_orders"])
         return out
 
     def predictions_frame(self) -> Any:
@@ -206,9 +221,18 @@ def replay_file(
     if checkpoint_out is not None:
         topologies[0].models.save(checkpoint_out)
     truth = list(iter_records(truth_path)) if truth_path else None
-    summary = result.summary(truth)
+    from delaywatch.report import build
+
+    # the report's KPIs of the same records (read again: outside the timed replay)
+    report = build(iter_records(input_path), result.alerts, thresholds.timezone, settings)
+    summary = result.summary(truth, report)
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
+        # where the alerts came from: `delaywatch report --input DIR` finds the events here
+        (out_dir / "source.json").write_bytes(orjson.dumps(
+            {"input": str(input_path.resolve()),
+             "truth": str(truth_path.resolve()) if truth_path else None},
+            option=orjson.OPT_INDENT_2))
         with (out_dir / "alerts.jsonl").open("wb") as fh:
             for a in result.alerts:
                 fh.write(a.model_dump_json().encode() + b"\n")
@@ -286,7 +310,7 @@ def model_quality(df: Any) -> dict[str, Any]:
     return out
 
 
-def _broken_causes(alerts: list[Alert]) -> dict[str, str]:
+def broken_causes(alerts: list[Alert]) -> dict[str, str]:
     """order_id -> cause of its ``promise_broken`` alert (the late orders as the stream saw
     them, diagnosed when the promise passed)."""
     return {a.order_id: (a.cause.value if a.cause is not None else "unknown")
@@ -296,7 +320,7 @@ def _broken_causes(alerts: list[Alert]) -> dict[str, str]:
 
 def cause_mix(alerts: list[Alert]) -> dict[str, float]:
     """Share of late orders (a ``promise_broken`` alert) by cause."""
-    counts = Counter(_broken_causes(alerts).values())
+    counts = Counter(broken_causes(alerts).values())
     total = sum(counts.values())
     return {c: round(n / total, 4) for c, n in sorted(counts.items())} if total else {}
 
@@ -312,7 +336,7 @@ def cause_quality(alerts: list[Alert], truth: list[dict[str, Any]]) -> dict[str,
     """How often the diagnosed cause of a late order is its true root cause (late orders
     with a ``promise_broken`` alert and a named incident); a carrier exception diagnosed as
     an address issue (a failed delivery) counts as right."""
-    diagnosed = _broken_causes(alerts)
+    diagnosed = broken_causes(alerts)
     first: dict[str, Alert] = {}  # each order's first delay alert: what ops saw first
     for a in alerts:
         if a.category == "delay" and a.status == AlertStatus.OPEN and a.order_id is not None:

@@ -17,6 +17,9 @@ STABLE_KEYS = [
     "quality.stock.precision", "quality.stock.recall",
     "quality.unannounced_late_rate", "quality.median_lead_time_hours",
     "kpi.cause_mix", "quality.cause.accuracy", "quality.cause.first_alert_accuracy",
+    # issue #8's KPI report, from delaywatch.report
+    "alerts_per_1000_orders", "incidents_by_kind", "quality.proactive_notice_rate",
+    "kpi.on_time_rate", "kpi.delay_rate", "kpi.stock_mismatch_rate",
 ]
 
 
