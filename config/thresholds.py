@@ -123,6 +123,17 @@ class MonitorThresholds(BaseModel):
     incident_max_listed: int = Field(5000, ge=0)
 
 
+class NoticeThresholds(BaseModel):
+    """ETA-change notices (issue #8): an order with an open customer-facing alert is told
+    again (``updated``, reason ``stage_changed`` / ``eta_changed``) when its stage changes or
+    its ETA moves by ``eta_change_h``; at most ``max_per_day`` customer messages a day."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    eta_change_h: float = Field(6.0, gt=0)
+    max_per_day: int = Field(3, ge=0)
+
+
 NO_COMPENSATION = "none"
 
 
@@ -158,6 +169,7 @@ class Thresholds(BaseModel):
     stock: StockThresholds = StockThresholds()
     compensation: list[CompensationRule] = Field(default_factory=list)
     monitor: MonitorThresholds = MonitorThresholds()
+    notices: NoticeThresholds = NoticeThresholds()
     escalation: EscalationThresholds = EscalationThresholds()
     system: SystemThresholds = SystemThresholds()
 

@@ -148,6 +148,9 @@ class DeliveredStore:
         escalation = evidence.get("escalation") if isinstance(evidence, dict) else None
         if isinstance(escalation, dict) and "level" in escalation:
             key += f"|esc{escalation['level']}"
+        notice = evidence.get("notice") if isinstance(evidence, dict) else None
+        if isinstance(notice, int):  # ETA/stage-change notices of one alert, numbered
+            key += f"|n{notice}"
         return key
 
     def seen(self, alert: dict[str, Any]) -> bool:

@@ -108,6 +108,7 @@ class ReplayResult:
         out["drift_events"] = sum(1 for e in self.model_events if e.kind == "drift")
         out["kpi"] = {"cause_mix": cause_mix(self.alerts)}
         out["system_alerts"] = len(self.system)
+        out["customer_messages"] = customer_messages(self.alerts)
         if truth is not None:
             out["quality"] = quality(self.alerts, truth)
             system = system_quality(self.system, self.alerts, truth)
@@ -363,6 +364,25 @@ def cause_quality(alerts: list[Alert], truth: list[dict[str, Any]]) -> dict[str,
             "first_alert_accuracy": round(first_right / n, 4) if n else None,
             "first_alert_unknown": round(first_unknown / n, 4) if n else None,
             "confusion": {t: dict(sorted(c.items())) for t, c in sorted(confusion.items())}}
+
+
+def customer_messages(alerts: list[Alert]) -> dict[str, Any]:
+    """Messages a customer would get (alerts with a customer text, opened or updated; ETA and
+    stage-change notices among them), per order and any 24 hours from the first of them."""
+    times: dict[str, list[float]] = defaultdict(list)
+    notices = 0
+    for a in alerts:
+        if a.message_ko is not None and a.status != AlertStatus.RESOLVED and a.order_id:
+            times[a.order_id].append(a.detected_at.timestamp())
+            notices += "notice" in a.evidence
+    worst: list[int] = []
+    for ts in times.values():
+        ts.sort()
+        worst.append(max(sum(1 for u in ts[i:] if u < t + 86400.0) for i, t in enumerate(ts)))
+    return {"orders_told": len(times), "messages": sum(len(v) for v in times.values()),
+            "eta_or_stage_notices": notices,
+            "max_per_order_24h": max(worst, default=0),
+            "orders_over_3_in_24h": sum(1 for w in worst if w > 3)}
 
 
 def system_quality(system: list[Alert], alerts: list[Alert], truth: list[dict[str, Any]]

@@ -21,7 +21,7 @@ from delaywatch.models.rules import (
     ShipmentDetector,
     dispatch_deadlines,
 )
-from delaywatch.schemas.alerts import Alert, Compensation, Risk
+from delaywatch.schemas.alerts import Alert, AlertStatus, Compensation, Risk, alert_id_for
 from delaywatch.schemas.events import OrderEvent, OrderEventType, ScanEvent, ScanType, StockNotice
 
 __all__ = ["ORDERS", "SCANS", "ShipmentLogic"]
@@ -48,6 +48,11 @@ _PROGRESS = frozenset(
 # process-integrity alerts report contradictions, not delays: no cause (the address one
 # says address_issue: it is one)
 _NOT_DELAYS = frozenset(INTEGRITY_KINDS) - {"address_after_pickup"}
+
+
+# alerts whose messages go to the customer: the ones ETA/stage-change notices follow up
+CUSTOMER_KINDS = ("promise_broken", "promise_at_risk", "delay_risk", "tracking_stale")
+RESOLVED = AlertStatus.RESOLVED
 
 
 class ShipmentLogic:
@@ -272,11 +277,71 @@ class ShipmentLogic:
     # -- alerts ------------------------------------------------------------------------------
     def _evaluate(self, s: ShipmentState, at: float, pulse: str | None) -> list[Any]:
         findings = [f for d in self.detectors for f in d.findings(s, at, pulse)]
-        out: list[Any] = [self._alert(s, t) for t in s.book.evaluate(s.order_id, findings, at)]
+        transitions = s.book.evaluate(s.order_id, findings, at)
+        if s.told is not None and not any(
+                t.kind in CUSTOMER_KINDS and t.status != RESOLVED for t in transitions):
+            notice = self._notice(s, at)
+            if notice is not None:
+                transitions.append(notice)
+        out: list[Any] = [self._capped(s, self._alert(s, t), at) for t in transitions]
         if self.risk is not None and self.risk.emitted:
             out.extend(self.risk.emitted)
             self.risk.emitted.clear()
         return out
+
+    # -- ETA-change notices ----------------------------------------------------------------
+    @staticmethod
+    def _eta(s: ShipmentState) -> float | None:
+        """The carrier's ETA: a fact of the stream. (The model's window moves with every
+        scoring, and scoring follows arrival batches live: notices on it would make rule
+        alerts differ between a live run and its replay.)"""
+        return s.carrier_eta
+
+    @staticmethod
+    def _told_today(s: ShipmentState, at: float) -> int:
+        s.told_at = [t for t in s.told_at if t > at - 86400.0]
+        return len(s.told_at)
+
+    def _capped(self, s: ShipmentState, alert: Alert, at: float) -> Alert:
+        """Count a customer message; past the daily cap the alert still goes to the teams,
+        without its customer text (``evidence.customer_message = "withheld_daily_cap"``)."""
+        if alert.message_ko is None or alert.status == RESOLVED:
+            return alert
+        if self._told_today(s, at) >= self.thresholds.notices.max_per_day:
+            return alert.model_copy(update={
+                "message_ko": None, "message_en": None,
+                "evidence": {**alert.evidence, "customer_message": "withheld_daily_cap"}})
+        s.told = (s.process_stage.value, self._eta(s))
+        s.told_at.append(at)
+        return alert
+
+    def _notice(self, s: ShipmentState, at: float) -> Transition | None:
+        """An ``updated`` message for the order's open customer-facing alert when its stage
+        changed or its ETA moved since the customer was last told, within the daily cap."""
+        kind = next((k for k in CUSTOMER_KINDS if s.book.is_open(k)), None)
+        if kind is None or s.told is None:
+            return None
+        th = self.thresholds.notices
+        stage, eta = s.process_stage.value, self._eta(s)
+        was_stage, was_eta = s.told
+        if stage != was_stage:
+            reason = "stage_changed"
+        elif eta is not None and (was_eta is None or abs(eta - was_eta) >= th.eta_change_h * H):
+            reason = "eta_changed"
+        else:
+            return None
+        if self._told_today(s, at) >= th.max_per_day:
+            return None  # told enough today: the change waits for the next look
+        ep = s.book.episodes[kind]
+        s.notices += 1
+        return Transition(
+            alert_id=alert_id_for(s.order_id, kind, ep.number), kind=kind, episode=ep.number,
+            status=AlertStatus.UPDATED, severity=ep.severity, reason_codes=(reason,),
+            evidence={"notice": s.notices, "reason": reason,
+                      "stage": {"from": was_stage, "to": stage},
+                      "eta": {"from": ts_to_dt(was_eta).isoformat() if was_eta else None,
+                              "to": ts_to_dt(eta).isoformat() if eta else None}},
+            at=at)
 
     def _alert(self, s: ShipmentState, t: Transition) -> Alert:
         cause = None if t.kind in _NOT_DELAYS else diagnose(

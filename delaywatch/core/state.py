@@ -81,6 +81,10 @@ class ShipmentState:
     scanned_after_cancel_at: float | None = None
     address_changed_after_pickup_at: float | None = None
     backwards_scan: tuple[str, float] | None = None  # the latest scan dated after delivery
+    # what the customer was last told (process stage, ETA epoch s) and when (last 24 h)
+    told: tuple[str, float | None] | None = None
+    told_at: list[float] = field(default_factory=list)
+    notices: int = 0  # ETA/stage-change notices sent (numbers them for deduplication)
 
     @property
     def finished_at(self) -> float | None:

@@ -374,6 +374,44 @@ def test_the_process_stage_of_each_state(facts, stage) -> None:
     assert s.process_stage == stage
 
 
+# -- ETA and stage-change notices ----------------------------------------------------------------
+def test_a_stage_or_eta_change_tells_the_customer_again_within_the_daily_cap(world) -> None:
+    paid_order(world)
+    world.scan("O-1", "waybill_created", kst(0, 14), eta=kst(2, 10))  # after the promise
+    world.scan("O-1", "picked_up", kst(0, 17))  # stage: waybill -> handover
+    world.scan("O-1", "arrived_at_hub", kst(0, 19), eta=kst(2, 10))  # -> in transit
+    world.scan("O-1", "departed_hub", kst(0, 21), eta=kst(3, 10))  # ETA +24 h: cap reached
+    world.advance(kst(0, 22))
+    risk = world.of("O-1", "promise_at_risk")
+    assert [(a.status, a.reason_codes, a.stage) for a in risk] == [
+        (AlertStatus.OPEN, ["carrier_eta_after_promise"], "waybill"),
+        (AlertStatus.UPDATED, ["stage_changed"], "handover"),
+        (AlertStatus.UPDATED, ["stage_changed"], "in_transit"),
+    ]
+    assert len({a.alert_id for a in risk}) == 1
+    assert [a.evidence["notice"] for a in risk[1:]] == [1, 2]
+    assert all(a.message_ko for a in risk)
+    # a day later the ETA change is told (the next look at the order: a scan)
+    world.scan("O-1", "departed_hub", kst(1, 15), eta=kst(3, 10))
+    world.advance(kst(1, 16))
+    last = world.of("O-1", "promise_at_risk")[-1]
+    assert (last.status, last.reason_codes, last.evidence["notice"]) == (
+        AlertStatus.UPDATED, ["eta_changed"], 3)
+    assert datetime.fromisoformat(last.evidence["eta"]["to"]) == kst(3, 10)
+
+
+def test_past_the_cap_an_alert_goes_to_the_teams_without_its_customer_text(world) -> None:
+    world.inventory("W1", "SKU-1", "stock_snapshot", 1, kst(0, 8))
+    world.place("O-1", kst(0, 9, 55), promised_at=kst(1, 22), lines=(("SKU-1", 3),))
+    world.pay("O-1", kst(0, 10))
+    world.advance(kst(0, 23, 30))
+    opened = [a for a in world.of("O-1") if a.status == AlertStatus.OPEN]
+    assert [a.kind for a in opened] == [
+        "stock_shortage", "waybill_missing", "promise_at_risk", "handover_missed"]
+    assert [a.message_ko is not None for a in opened] == [True, True, True, False]
+    assert opened[-1].evidence["customer_message"] == "withheld_daily_cap"
+
+
 # -- process integrity -------------------------------------------------------------------------
 def test_a_scan_after_the_cancellation_opens_until_the_parcel_is_returned(world) -> None:
     paid_order(world)
