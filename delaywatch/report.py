@@ -65,6 +65,7 @@ __all__ = [
     "build",
     "calibration",
     "cause_mix_table",
+    "incident_list",
     "incidents",
     "incidents_by_kind",
     "kpi_table",
@@ -376,6 +377,29 @@ def incidents(alerts: Iterable[Alert]) -> pd.DataFrame:
     df = pd.DataFrame(rows)
     g = df.groupby("kind")["detected_at"]
     return pd.DataFrame({"incidents": g.size(), "first": g.min(), "last": g.max()}).reset_index()
+
+
+def incident_list(alerts: Iterable[Alert]) -> pd.DataFrame:
+    """One row per incident or system alert episode: what, since when, how many orders,
+    and when it was resolved (if it was)."""
+    rows: dict[str, dict[str, Any]] = {}
+    for a in alerts:
+        if not _is_incident(a):
+            continue
+        ev = a.evidence if isinstance(a.evidence, dict) else {}
+        row = rows.setdefault(a.alert_id, {
+            "kind": a.kind, "key": a.key, "opened": a.detected_at, "since": ev.get("since"),
+            "resolved": None, "affected_orders": None})
+        if ev.get("affected_orders") is not None:
+            row["affected_orders"] = ev["affected_orders"]
+        elif ev.get("orders_in_flight") is not None:
+            row["affected_orders"] = ev["orders_in_flight"]
+        if a.status == AlertStatus.RESOLVED:
+            row["resolved"] = a.detected_at
+    cols = ["kind", "key", "since", "opened", "resolved", "affected_orders"]
+    df = pd.DataFrame(list(rows.values()), columns=cols)
+    df["affected_orders"] = df["affected_orders"].astype("Int64")
+    return df
 
 
 def incidents_by_kind(alerts: Iterable[Alert]) -> dict[str, int]:

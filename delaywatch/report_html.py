@@ -20,6 +20,7 @@ from delaywatch.report import (
     ReportData,
     calibration,
     cause_mix_table,
+    incident_list,
     incidents,
     kpi_table,
     lead_times,
@@ -302,8 +303,9 @@ def render_html(data: ReportData, targets: KpiTargets | None = None,
         ("Cause mix by warehouse", _table(cause_mix_table(data, "warehouse_id"))),
         ("Lead-time distribution of late orders", _table(lead_times(data))),
         ("Incidents (incident / feed_outage / system alerts)",
-         _table(incidents(data.alerts), "none: no detector emits incident or system alerts "
-                                        "yet, and none were found")),
+         _table(incidents(data.alerts), "none were found")),
+        ("Incident list (alerts.system: scope, since, orders affected or in flight)",
+         _table(incident_list(data.alerts), "none were found")),
         ("Model calibration", _table(calib, "none: no model predictions in this data")),
     ]
     return "\n".join([

@@ -194,6 +194,24 @@ def _predictions() -> pd.DataFrame:
     })
 
 
+def test_incident_list_has_one_row_per_episode():
+    from delaywatch.core.alerts import ts_to_dt
+    from delaywatch.report import incident_list
+    from delaywatch.schemas.alerts import Alert, Severity
+
+    def system(status: str, at: float, affected: int) -> Alert:
+        return Alert(alert_id="al-1", status=status, category="system", kind="incident",
+                     key="incident:hub:H1", episode=1, severity=Severity.HIGH, reason_codes=[],
+                     detected_at=ts_to_dt(at), evidence={"since": "2026-05-23T01:00:00+00:00",
+                                                         "affected_orders": affected})
+
+    table = incident_list([system("open", 3600.0, 30), system("resolved", 7200.0, 41)])
+    assert len(table) == 1
+    row = table.iloc[0]
+    assert (row["key"], int(row["affected_orders"]), row["resolved"]) == (
+        "incident:hub:H1", 41, ts_to_dt(7200.0))
+
+
 def test_calibration_bins():
     table = calibration(_predictions()).set_index("bin")
     assert table["scorings"].sum() == 4
@@ -206,7 +224,7 @@ def test_html_is_self_contained(data):
     assert page.count("<figure>") == 7 and page.count("<svg") == 6  # no predictions
     assert "calibration: no model predictions" in page
     assert "<script" not in page and 'src="http' not in page and "<link" not in page
-    assert "none: no detector emits incident" in page
+    assert "none were found" in page  # the fixture has no system alerts
     with_models = render_html(dataclasses.replace(data, predictions=_predictions()))
     assert with_models.count("<svg") == 7 and "calibration: scorings before" in with_models
     assert render_html(data) == page  # the same data, the same file (no clock, fixed ids)
