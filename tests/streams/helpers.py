@@ -11,8 +11,14 @@ from delaywatch.config import Settings
 from delaywatch.kafka_io import read_all
 
 
-def alert_signature(alerts: list[dict[str, Any]]) -> Counter[tuple[str, str, str]]:
-    return Counter((a["alert_id"], a["kind"], a["status"]) for a in alerts)
+def alert_signature(alerts: list[dict[str, Any]]) -> Counter[tuple[str, str, str, Any]]:
+    """Alert messages by identity: one episode's ETA/stage-change notices are numbered."""
+    return Counter((a["alert_id"], a["kind"], a["status"], _notice(a)) for a in alerts)
+
+
+def _notice(a: dict[str, Any]) -> Any:
+    evidence = a.get("evidence")
+    return evidence.get("notice") if isinstance(evidence, dict) else None
 
 
 def wait_for_outputs(settings: Settings, worker: Any, expected_alerts: int, expected_dlq: int,
@@ -54,8 +60,8 @@ def model_kinds() -> frozenset[str]:
     return frozenset((*RiskDetector.kinds, *STOCK_MODEL_KINDS))
 
 
-def split_model_kinds(sig: Counter[tuple[str, str, str]]
-                      ) -> tuple[Counter[tuple[str, str, str]], Counter[tuple[str, str, str]]]:
+def split_model_kinds(sig: Counter[tuple[Any, ...]]
+                      ) -> tuple[Counter[tuple[Any, ...]], Counter[tuple[Any, ...]]]:
     """(rule alerts, model alerts) of an :func:`alert_signature`."""
     kinds = model_kinds()
     rules = Counter({k: n for k, n in sig.items() if k[1] not in kinds})

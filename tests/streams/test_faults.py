@@ -94,7 +94,7 @@ def test_ten_kills_lose_nothing_and_the_notifier_delivers_each_alert_once(
         f"missing {len(missing)} {sorted(missing)[:5]} extra {len(extra)} {sorted(extra)[:5]}")
     by_key: dict[str, dict[str, Any]] = {}
     for a in live["alerts"]:
-        prev = by_key.setdefault(f"{a['alert_id']}|{a['status']}|{a.get('severity')}", a)
+        prev = by_key.setdefault(DeliveredStore.key(a), a)  # a message's identity
         assert prev == a, f"same alert identity, different content: {prev} != {a}"
     duplicates = sum(got.values()) - len(got)
     scrape = _scrape(final.metrics_url())
@@ -211,7 +211,7 @@ def _outage_run(persistent_kafka, small_world, make_settings, thresholds, worker
     missing, extra = set(want) - set(got), set(got) - set(want)
     assert not missing and not extra, (
         f"missing {len(missing)} {sorted(missing)[:5]} extra {len(extra)} {sorted(extra)[:5]}")
-    distinct = {f"{a['alert_id']}|{a['status']}|{a.get('severity')}" for a in live["alerts"]}
+    distinct = {DeliveredStore.key(a) for a in live["alerts"]}
     delivered = notifier.wait_for(len(distinct), timeout_s=180.0)
     assert len(delivered) == len(set(delivered)) and set(delivered) == distinct, (
         f"sink: {len(delivered)} messages, {len(set(delivered))} distinct, "
