@@ -1,10 +1,14 @@
 """Alert schema v1 (topics ``alerts.delay`` and ``alerts.stock``).
 
 Contract for notifier services: ``alert_id`` is stable across re-runs and restarts
-(a hash of key, kind and episode), so a consumer that remembers the ids it has delivered is
-exactly-once. Each (key, kind) has at most one open episode; ``updated`` is sent only when
-severity changes; ``resolved`` closes the episode. A later recurrence is a new episode with a
-new alert_id.
+(a hash of key, kind and episode). Each (key, kind) has at most one open episode; ``updated``
+is sent when severity changes, and for customer-facing kinds when the order's stage or the
+carrier's ETA changed (an ETA/stage-change notice: reason code ``stage_changed`` /
+``eta_changed``, ``evidence.notice`` numbers it within the episode); ``resolved`` closes the
+episode. A later recurrence is a new episode with a new alert_id. One message's identity is
+(alert_id, status, severity, ``evidence.notice``, ``evidence.escalation.level``)
+(``delaywatch.notify.DeliveredStore.key``): a consumer that remembers the identities it has
+delivered is exactly-once.
 
 ``audience`` names the team that acts (``delaywatch.models.audience``: customer-facing delay
 kinds -> cs, process and stock kinds -> logistics, system kinds -> admin). It was added within
