@@ -108,7 +108,10 @@ class MonitorService:
             [f"{tp.topic}:{tp.partition}" for tp in assignment if tp.topic in self.roles],
             [f"{tp.topic}:{tp.partition}" for tp in assignment if tp.topic not in self.roles])
         consumer.assign(assignment)
+        started = time.monotonic()
         last_record = last_ckpt = time.monotonic()
+        heard: dict[str, float] = {}  # stream -> when it last delivered (monotonic)
+        dropped: set[str] = set()
         try:
             while not should_stop():
                 msgs = consumer.consume(500, timeout=0.5)
@@ -118,6 +121,9 @@ class MonitorService:
                         continue
                     last_record = now
                     self.consumed += 1
+                    stream = f"{msg.topic()}:{msg.partition()}"
+                    heard[stream] = now
+                    dropped.discard(stream)
                     self._emit(producer, self._handle(msg))
                     self.offsets[(str(msg.topic()), int(msg.partition() or 0))] = int(
                         msg.offset() or 0) + 1
@@ -125,6 +131,15 @@ class MonitorService:
                     if max_idle_s is not None and now - last_record >= max_idle_s:
                         break
                     self._emit(producer, self._wall_advance(now - last_record))
+                elif now - last_ckpt >= self.checkpoint_s:
+                    # partitions silent on the wall clock while others deliver: judge
+                    # without them (a whole feed topic down must not stop all judging)
+                    for stream in self.monitor.streams():
+                        if stream not in dropped and now - heard.get(
+                                stream, started) >= self.idle_advance_s:
+                            log.info("monitor_stream_silent", stream=stream)
+                            self.monitor.drop_stream(stream)
+                            dropped.add(stream)
                 producer.poll(0)
                 if now - last_ckpt >= self.checkpoint_s:
                     self._checkpoint(producer)

@@ -69,6 +69,11 @@ class StreamClocks:
         self.clocks[stream] = max(clock, t)
         return max(t, clock - self.lateness)
 
+    def drop(self, stream: str) -> None:
+        """Stop waiting for ``stream`` (a live service's partition that has been silent for
+        a while on the wall clock); a record of it later brings it back."""
+        self.clocks.pop(stream, None)
+
     @property
     def watermark(self) -> float:
         return min(self.clocks.values(), default=NEG_INF) - self.lateness
@@ -154,6 +159,7 @@ class FeedHealth:
         start = eff - eff % self.bucket_s
         if self.next_bucket is None:
             self.next_bucket = start
+        start = max(start, self.next_bucket)  # a stream back from silence: counted now
         per = self.counts.setdefault(feed, {})
         per[start] = per.get(start, 0) + 1
         if role == "scans":
@@ -295,6 +301,8 @@ class IncidentDetector:
         if scope is None:
             return
         start = eff - eff % self.bucket_s
+        if self.next_bucket is not None:
+            start = max(start, self.next_bucket)
         per = self.traffic.setdefault(scope, {})
         per[start] = per.get(start, 0) + 1
 
@@ -306,6 +314,7 @@ class IncidentDetector:
         start = eff - eff % self.bucket_s
         if self.next_bucket is None:
             self.next_bucket = start
+        start = max(start, self.next_bucket)
         stuck = _stuck_hours(alert)
         for scope in _scopes(alert):
             orders = self.buckets.setdefault(scope, {}).setdefault(start, {})
@@ -500,6 +509,17 @@ class OpsMonitor:
         self.feeds.clocks.expect(inputs)
         self.incidents.traffic_clocks.expect(inputs)
         self.incidents.clocks.expect(alerts)
+
+    def streams(self) -> list[str]:
+        """Every stream the monitor waits for now."""
+        return sorted({*self.feeds.clocks.clocks, *self.incidents.clocks.clocks})
+
+    def drop_stream(self, stream: str) -> None:
+        """Judge without ``stream`` until it delivers again (see :meth:`StreamClocks.drop`):
+        a whole topic gone silent (every carrier's scans: the TMS integration is down) would
+        otherwise hold the watermark, and nothing would be judged at all."""
+        for clocks in (self.feeds.clocks, self.incidents.traffic_clocks, self.incidents.clocks):
+            clocks.drop(stream)
 
     def on_input(self, stream: str, role: str, value: dict[str, Any], t: float) -> list[Alert]:
         self.feeds.observe(stream, role, value, t)

@@ -72,6 +72,20 @@ def test_a_silent_carrier_feed_is_one_outage_opened_within_the_hour_and_resolved
     assert alert.evidence["window_count"] == 0 and alert.evidence["orders_in_flight"] > 0
 
 
+def test_a_whole_feed_topic_gone_silent_is_judged_once_the_service_stops_waiting() -> None:
+    shop = Shop()
+    shop.run(T0, T0 + DAY + 10 * H)
+    shop.run(T0 + DAY + 10 * H, T0 + DAY + 11 * H, carriers=())  # no scan at all: TMS down
+    assert shop.of("feed_outage:scans:A") == []  # the scans stream holds the watermark...
+    shop.monitor.drop_stream("scans:0")  # ...until the service finds it silent (wall clock)
+    shop.run(T0 + DAY + 11 * H, T0 + DAY + 12 * H, carriers=())
+    assert [s for s, _ in shop.of("feed_outage:scans:A")] == [AlertStatus.OPEN]
+    assert [s for s, _ in shop.of("feed_outage:scans:B")] == [AlertStatus.OPEN]
+    shop.run(T0 + DAY + 12 * H, T0 + DAY + 13 * H)  # back: counted from now on
+    assert [s for s, _ in shop.of("feed_outage:scans:A")] == [
+        AlertStatus.OPEN, AlertStatus.RESOLVED]
+
+
 def test_a_quiet_shop_is_not_an_outage() -> None:
     shop = Shop()
     shop.run(T0, T0 + DAY + 10 * H)
