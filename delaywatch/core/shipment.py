@@ -50,8 +50,12 @@ _PROGRESS = frozenset(
 _NOT_DELAYS = frozenset(INTEGRITY_KINDS) - {"address_after_pickup"}
 
 
-# alerts whose messages go to the customer: the ones ETA/stage-change notices follow up
-CUSTOMER_KINDS = ("promise_broken", "promise_at_risk", "delay_risk", "tracking_stale")
+# rule alerts whose messages go to the customer: the ones ETA/stage-change notices follow up.
+# The model's delay_risk is not among them, and its messages do not count against the rules'
+# daily cap: model scores follow arrival batches live, and rule alerts must stay equal
+# between a live run and its replay (their texts too: they quote the carrier's ETA only).
+CUSTOMER_KINDS = ("promise_broken", "promise_at_risk", "tracking_stale")
+MODEL_MESSAGES_PER_DAY = 1
 RESOLVED = AlertStatus.RESOLVED
 
 
@@ -79,6 +83,7 @@ class ShipmentLogic:
         if risk is not None:
             self.detectors = [*self.detectors, risk]
         self.last_heartbeat = -float("inf")
+        self._model_kinds = frozenset(risk.kinds if risk is not None else ())
 
     def new_state(self, key: str) -> ShipmentState:
         return ShipmentState(order_id=key)
@@ -304,15 +309,27 @@ class ShipmentLogic:
 
     def _capped(self, s: ShipmentState, alert: Alert, at: float) -> Alert:
         """Count a customer message; past the daily cap the alert still goes to the teams,
-        without its customer text (``evidence.customer_message = "withheld_daily_cap"``)."""
+        without its customer text (``evidence.customer_message = "withheld_daily_cap"``).
+        Rule messages: at most ``notices.max_per_day`` in any 24 h. A model warning: one a
+        day, and only while the rules have not used the day's messages up."""
         if alert.message_ko is None or alert.status == RESOLVED:
             return alert
-        if self._told_today(s, at) >= self.thresholds.notices.max_per_day:
+        rules_full = self._told_today(s, at) >= self.thresholds.notices.max_per_day
+        model = alert.kind not in CUSTOMER_KINDS and alert.kind in self._model_kinds
+        if model:
+            s.model_told_at = [t for t in s.model_told_at if t > at - 86400.0]
+            full = rules_full or len(s.model_told_at) >= MODEL_MESSAGES_PER_DAY
+        else:
+            full = rules_full
+        if full:
             return alert.model_copy(update={
                 "message_ko": None, "message_en": None,
                 "evidence": {**alert.evidence, "customer_message": "withheld_daily_cap"}})
-        s.told = (s.process_stage.value, self._eta(s))
-        s.told_at.append(at)
+        if model:
+            s.model_told_at.append(at)
+        else:
+            s.told = (s.process_stage.value, self._eta(s))
+            s.told_at.append(at)
         return alert
 
     def _notice(self, s: ShipmentState, at: float) -> Transition | None:
@@ -363,8 +380,7 @@ class ShipmentLogic:
         window = (s.risk[1], s.risk[2]) if s.risk is not None else None
         ko, en = customer_message(
             t.kind, promised_at=s.promised_at, last_scan_at=s.last_scan_at,
-            last_location=s.last_location, eta=eta if eta is not None else (
-                window[1] if window else None), tz=self.tz, late_h=late_h,
+            last_location=s.last_location, eta=eta, tz=self.tz, late_h=late_h,
             window=window, stage=stage, last_scan_type=s.last_scan_type,
             compensated=comp is not None)
         return Alert(

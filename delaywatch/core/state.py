@@ -83,7 +83,8 @@ class ShipmentState:
     backwards_scan: tuple[str, float] | None = None  # the latest scan dated after delivery
     # what the customer was last told (process stage, ETA epoch s) and when (last 24 h)
     told: tuple[str, float | None] | None = None
-    told_at: list[float] = field(default_factory=list)
+    told_at: list[float] = field(default_factory=list)  # rule alerts' customer messages
+    model_told_at: list[float] = field(default_factory=list)  # the model's warnings
     notices: int = 0  # ETA/stage-change notices sent (numbers them for deduplication)
 
     @property
