@@ -84,6 +84,10 @@ class ShipmentLogic:
             self.detectors = [*self.detectors, risk]
         self.last_heartbeat = -float("inf")
         self._model_kinds = frozenset(risk.kinds if risk is not None else ())
+        # customer messages a day the rules may send (a model warning has its own share)
+        per_day = thresholds.notices.max_per_day
+        self._model_cap = min(MODEL_MESSAGES_PER_DAY, per_day) if risk is not None else 0
+        self._rule_cap = per_day - self._model_cap
 
     def new_state(self, key: str) -> ShipmentState:
         return ShipmentState(order_id=key)
@@ -310,17 +314,17 @@ class ShipmentLogic:
     def _capped(self, s: ShipmentState, alert: Alert, at: float) -> Alert:
         """Count a customer message; past the daily cap the alert still goes to the teams,
         without its customer text (``evidence.customer_message = "withheld_daily_cap"``).
-        Rule messages: at most ``notices.max_per_day`` in any 24 h. A model warning: one a
-        day, and only while the rules have not used the day's messages up."""
+        ``notices.max_per_day`` in any 24 h: with the models on, one of them is kept for a
+        model warning and the rules have the rest (fixed shares: the rules' messages cannot
+        depend on the model's, see CUSTOMER_KINDS)."""
         if alert.message_ko is None or alert.status == RESOLVED:
             return alert
-        rules_full = self._told_today(s, at) >= self.thresholds.notices.max_per_day
         model = alert.kind not in CUSTOMER_KINDS and alert.kind in self._model_kinds
         if model:
             s.model_told_at = [t for t in s.model_told_at if t > at - 86400.0]
-            full = rules_full or len(s.model_told_at) >= MODEL_MESSAGES_PER_DAY
+            full = len(s.model_told_at) >= self._model_cap
         else:
-            full = rules_full
+            full = self._told_today(s, at) >= self._rule_cap
         if full:
             return alert.model_copy(update={
                 "message_ko": None, "message_en": None,
@@ -347,7 +351,7 @@ class ShipmentLogic:
             reason = "eta_changed"
         else:
             return None
-        if self._told_today(s, at) >= th.max_per_day:
+        if self._told_today(s, at) >= self._rule_cap:
             return None  # told enough today: the change waits for the next look
         ep = s.book.episodes[kind]
         s.notices += 1

@@ -412,6 +412,22 @@ def test_past_the_cap_an_alert_goes_to_the_teams_without_its_customer_text(world
     assert opened[-1].evidence["customer_message"] == "withheld_daily_cap"
 
 
+def test_with_the_models_on_the_rules_leave_one_message_a_day_to_them(
+        make_settings, thresholds) -> None:
+    settings = make_settings(partitions=1)
+    settings.models.enabled = True
+    world = World(settings, thresholds)
+    world.inventory("W1", "SKU-1", "stock_snapshot", 1, kst(0, 8))
+    world.place("O-1", kst(0, 9, 55), promised_at=kst(1, 22), lines=(("SKU-1", 3),))
+    world.pay("O-1", kst(0, 10))
+    world.advance(kst(0, 23, 30))
+    opened = [a for a in world.of("O-1")
+              if a.status == AlertStatus.OPEN and a.kind != "delay_risk"]
+    assert [a.kind for a in opened] == [
+        "stock_shortage", "waybill_missing", "promise_at_risk", "handover_missed"]
+    assert [a.message_ko is not None for a in opened] == [True, True, False, False]
+
+
 # -- process integrity -------------------------------------------------------------------------
 def test_a_scan_after_the_cancellation_opens_until_the_parcel_is_returned(world) -> None:
     paid_order(world)
