@@ -29,7 +29,7 @@ from typing import Any
 
 import orjson
 import structlog
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
 
 from delaywatch.config.settings import Settings
 from delaywatch.config.thresholds import Thresholds, load_thresholds
@@ -135,8 +135,9 @@ class MonitorService:
                     # partitions silent on the wall clock while others deliver: judge
                     # without them (a whole feed topic down must not stop all judging)
                     for stream in self.monitor.streams():
-                        if stream not in dropped and now - heard.get(
-                                stream, started) >= self.idle_advance_s:
+                        if (stream not in dropped
+                                and now - heard.get(stream, started) >= self.idle_advance_s
+                                and self._caught_up(consumer, stream)):
                             log.info("monitor_stream_silent", stream=stream)
                             self.monitor.drop_stream(stream)
                             dropped.add(stream)
@@ -148,6 +149,17 @@ class MonitorService:
         finally:
             consumer.close()
         return self.sent
+
+    def _caught_up(self, consumer: Consumer, stream: str) -> bool:
+        """Silent means nothing new on the broker, not "not read yet": a partition still
+        behind (a backlog after a restart, a slow fetch) is never judged without."""
+        topic, _, part = stream.rpartition(":")
+        try:
+            marks = consumer.get_watermark_offsets(TopicPartition(topic, int(part)),
+                                                   timeout=2.0)
+        except KafkaException:  # unknown is not caught up
+            return False
+        return marks is not None and self.offsets.get((topic, int(part)), 0) >= marks[1]
 
     def _handle(self, msg: Any) -> list[Alert]:
         topic, raw = msg.topic(), msg.value()

@@ -57,6 +57,7 @@ class StreamClocks:
 
     lateness: float
     clocks: dict[str, float] = field(default_factory=dict)
+    ignored: set[str] = field(default_factory=set)  # silent streams the watermark skips
 
     def expect(self, streams: Iterable[str]) -> None:
         """Streams that will deliver: the watermark waits for each (a consumer reads its
@@ -64,19 +65,25 @@ class StreamClocks:
         for s in streams:
             self.clocks.setdefault(s, NEG_INF)
 
+    def drop(self, stream: str) -> None:
+        """Stop waiting for ``stream`` (a live service's partition silent for a while on the
+        wall clock); a record of it later brings it back, counted from the judging point."""
+        if stream in self.clocks:
+            self.ignored.add(stream)
+
     def effective(self, stream: str, t: float) -> float:
         clock = self.clocks.get(stream, NEG_INF)
+        if stream in self.ignored:  # back from silence: the buckets it missed are judged
+            floor = self.watermark
+            self.ignored.discard(stream)
+            clock = max(clock, floor + self.lateness)
         self.clocks[stream] = max(clock, t)
         return max(t, clock - self.lateness)
 
-    def drop(self, stream: str) -> None:
-        """Stop waiting for ``stream`` (a live service's partition that has been silent for
-        a while on the wall clock); a record of it later brings it back."""
-        self.clocks.pop(stream, None)
-
     @property
     def watermark(self) -> float:
-        return min(self.clocks.values(), default=NEG_INF) - self.lateness
+        return min((c for s, c in self.clocks.items() if s not in self.ignored),
+                   default=NEG_INF) - self.lateness
 
 
 def event_time(value: Any) -> float | None:
@@ -159,7 +166,6 @@ class FeedHealth:
         start = eff - eff % self.bucket_s
         if self.next_bucket is None:
             self.next_bucket = start
-        start = max(start, self.next_bucket)  # a stream back from silence: counted now
         per = self.counts.setdefault(feed, {})
         per[start] = per.get(start, 0) + 1
         if role == "scans":
@@ -301,8 +307,6 @@ class IncidentDetector:
         if scope is None:
             return
         start = eff - eff % self.bucket_s
-        if self.next_bucket is not None:
-            start = max(start, self.next_bucket)
         per = self.traffic.setdefault(scope, {})
         per[start] = per.get(start, 0) + 1
 
@@ -314,7 +318,6 @@ class IncidentDetector:
         start = eff - eff % self.bucket_s
         if self.next_bucket is None:
             self.next_bucket = start
-        start = max(start, self.next_bucket)
         stuck = _stuck_hours(alert)
         for scope in _scopes(alert):
             orders = self.buckets.setdefault(scope, {}).setdefault(start, {})
