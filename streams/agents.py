@@ -5,15 +5,17 @@ order_id) into the shipment table; ``track_stock`` consumes inventory and re-key
 lines (co-partitioned by warehouse_id:sku) into the stock table. Engines live in memory per
 partition and are rebuilt from the tables after every rebalance.
 
-Order of effects, per micro-batch (what makes a kill -9 lose nothing):
+Order of effects (what makes a kill -9 lose nothing):
 
-1. the engine handles every event of the batch (pure, in memory);
+1. the engine handles every event of a micro-batch (pure, in memory);
 2. everything they decided -- alerts, internal forwards, dead letters -- is sent and
    **acknowledged by the broker** (acks=all; a failed send is retried with backoff, never
-   dropped: see :class:`Outbox`);
-3. only then is the changed state written to the changelog, and acknowledged too;
-4. only then the partition's clocks and input offsets (what the state holds), acknowledged;
-5. only then are the batch's events acked, so their offsets can be committed.
+   dropped: see :class:`Outbox`), batch by batch;
+3. at most once per ``state_write_interval_s`` (and before a rebalance or shutdown), the
+   state of every key changed since the last write is written to the changelog --
+   coalesced: one record per key however many batches touched it -- and acknowledged;
+4. only then the partitions' clocks and input offsets (what the state holds), acknowledged;
+5. only then are those batches' events acked to Faust, so their offsets can be committed.
 
 A crash before 3 leaves the old state and uncommitted offsets: the events are re-delivered
 and decide the same alerts again (same alert_ids: a duplicate, never a loss). A crash
@@ -80,14 +82,21 @@ class PartitionEngines:
         # the same, as last written with the state (restored, or at the end of a batch):
         # every effect of the events below it is on the broker
         self.settled: dict[int, dict[str, int]] = {}
-        # held from an engine's first change to its state being written (batch or idle
-        # advance), so a timer never writes state whose outputs are not yet on the broker
+        # held from an engine's first change to its outputs being on the broker (batch or
+        # idle advance), so a timer never writes state whose outputs are not
         self.lock = asyncio.Lock()
+        # partitions whose state changed since it was last written, and the events whose
+        # effects that write will complete (acked to Faust only then)
+        self.dirty: set[int] = set()
+        self.held: list[Any] = []
+        self.written_at = time.monotonic()
 
     def reset(self) -> None:
         self.parts.clear()
         self.offsets.clear()
         self.settled.clear()
+        self.dirty.clear()
+        self.held.clear()  # not acked: re-delivered, and recognised by the state's offsets
 
     def applied(self, p: int, topic: str, offset: int) -> bool:
         """True when this record's event is already in partition ``p``'s state."""
@@ -260,6 +269,13 @@ class Agents:
         self.max_future_s = settings.time.max_future_s
         self.batch_size = settings.worker.batch_size
         self.batch_within_s = settings.worker.batch_within_s
+        self.state_write_interval_s = settings.worker.state_write_interval_s
+        app.timer(interval=max(0.1, self.state_write_interval_s / 2),
+                  name="write_due_state")(self._write_due_state)
+
+        @app.on_before_shutdown.connect  # type: ignore[arg-type]
+        async def _shutdown(app: faust.App, **_: Any) -> None:
+            await self._write_all_state()
         self.last_input = time.monotonic()
         idle = settings.time.idle_advance_after_s
         if idle:
@@ -293,30 +309,65 @@ class Agents:
             self.retry = app.agent(topics.retries, name="retry_tiers")(self._retry)
 
     async def _reset_engines(self) -> None:
-        # after the batch in hand is delivered and written (locks), never in its middle
+        # after the batch in hand is delivered and its state written (locks), never in its
+        # middle
         for engines in (self.shipments, self.stock):
             async with engines.lock:
+                await self._write_state(engines)
                 engines.reset()
 
-    async def _settle(self, engines: PartitionEngines, partitions: Any, out: Outbox) -> int:
-        """The order of effects (module docstring): what was decided reaches the broker,
-        then the keys' state that records it, then the partitions' clocks and offsets; the
-        bytes of state written.
+    async def _deliver(self, engines: PartitionEngines, partitions: Any, out: Outbox) -> None:
+        """Steps 2 of the order of effects (module docstring): what was decided reaches the
+        broker. A stock partition's heartbeat goes after its notices are on the broker:
+        every notice decided before it is then ahead of it in its partitions."""
+        await out.deliver()
+        if engines is self.stock:
+            for p in partitions:
+                if (part := engines.parts.get(p)) is not None:
+                    self._emit(part.heartbeats(),
+                               SourceRef(topic="<heartbeat>", partition=p), None, out)
+            await out.deliver()
+        engines.dirty.update(partitions)
 
-        A stock partition's heartbeat goes last, after its notices are on the broker: every
-        notice decided before it is then ahead of it in its partitions."""
+    async def _write_state(self, engines: PartitionEngines) -> int:
+        """Steps 3-5: the state of every key changed since the last write, then the
+        partitions' clocks and offsets, then the held events acked; the bytes of state
+        written. Only under ``engines.lock``, after :meth:`_deliver`."""
+        engines.written_at = time.monotonic()
+        if not engines.dirty:
+            return 0
+        dirty, held = sorted(engines.dirty), engines.held
+        engines.dirty, engines.held = set(), []
+        out = Outbox(self.metrics)
+        written = sum(engines.write_back(p, out) for p in dirty)
         await out.deliver()
-        written = sum(engines.write_back(p, out) for p in partitions)
-        await out.deliver()
-        for p in partitions:
-            if engines is self.stock and (part := engines.parts.get(p)) is not None:
-                self._emit(part.heartbeats(), SourceRef(topic="<heartbeat>", partition=p),
-                           None, out)
+        for p in dirty:
             engines.write_meta(p, out)
         await out.deliver()
-        for p in partitions:
+        for p in dirty:
             engines.settled[p] = dict(engines.offsets.get(p, {}))
+        for event in held:
+            event.ack()  # the last reference (the batch's own ack came first)
+        m = self.metrics
+        m.state_bytes.labels(engines.kind).set(written)
+        m.state_keys.labels(engines.kind).set(engines.keys())
         return written
+
+    async def _write_due_state(self) -> None:
+        """Timer: state not written for ``state_write_interval_s`` (an idle input), or
+        at once while a rebalance waits for every held event to be acked."""
+        for engines in (self.shipments, self.stock):
+            due = time.monotonic() - engines.written_at >= self.state_write_interval_s
+            if engines.dirty and (due or self.app.rebalancing):
+                async with engines.lock:
+                    await self._write_state(engines)
+
+    async def _write_all_state(self) -> None:
+        """Shutdown: the consumer has stopped; what the engines hold is written so a
+        restart recognises its events by the state's offsets."""
+        for engines in (self.shipments, self.stock):
+            async with engines.lock:
+                await self._write_state(engines)
 
     def _held_offsets(self) -> dict[TP, int]:
         """Per input partition, the next offset whose effects are not all on the broker:
@@ -357,10 +408,11 @@ class Agents:
 
     async def _track(self, stream: faust.StreamT, engines: PartitionEngines,
                      handle: Callable[[Any, str | None, SourceRef, bytes], list[Any]]) -> None:
-        # Micro-batches: each key's state is pickled and written to the changelog once per
-        # batch instead of once per event. Faust acks a batch's events only after this body
-        # has run (take_events), so outputs and state are on the broker before their
-        # offsets can commit (order of effects: module docstring).
+        # Micro-batches: a batch's outputs are sent together; each key's state is pickled
+        # and written to the changelog once per state-write interval, however many batches
+        # changed it. Faust acks a batch's events after this body has run (take_events);
+        # an extra reference holds each applied one until its state is written, so no
+        # offset commits ahead of its state (order of effects: module docstring).
         async for batch in stream.take_events(  # type: ignore[attr-defined]  # not in StreamT
                 self.batch_size, within=self.batch_within_s):
             async with engines.lock:
@@ -378,11 +430,13 @@ class Agents:
                         self._apply(engines, part, handle, source, value, out)
                     self._apply(engines, part, handle, source_of(msg), event.value, out)
                     touched.add(msg.partition)
-                written = await self._settle(engines, touched, out)
+                    msg.incref()
+                    engines.held.append(event)
+                await self._deliver(engines, touched, out)
+                if time.monotonic() - engines.written_at >= self.state_write_interval_s:
+                    await self._write_state(engines)
                 m = self.metrics
                 m.batch_seconds.labels(engines.kind).observe(time.perf_counter() - started)
-                m.state_bytes.labels(engines.kind).set(written)
-                m.state_keys.labels(engines.kind).set(engines.keys())
                 m.last_input.set(time.time())
 
     def _apply(self, engines: PartitionEngines, part: Any,
@@ -461,7 +515,8 @@ class Agents:
                         outputs = part.engine.advance_to(max(clocks.values()) + idle_for)
                         self._emit(outputs, SourceRef(topic="<idle-advance>", partition=p),
                                    None, out)
-                        await self._settle(engines, [p], out)
+                        await self._deliver(engines, [p], out)
+                    await self._write_state(engines)
 
         return advance_idle_watermarks
 
@@ -564,7 +619,8 @@ class Agents:
                 out = Outbox(self.metrics)
                 self._process(info.source, msg.value,
                               partial(handle, part, role, info.source, msg.value), out, info)
-                await self._settle(engines, [p], out)
+                await self._deliver(engines, [p], out)
+                await self._write_state(engines)
 
     def _emit(self, outputs: list[Any], source: SourceRef, value: Any, out: Outbox) -> None:
         origin_ms = source.timestamp_ms
