@@ -262,6 +262,7 @@ class Agents:
             async def _announce_models() -> None:
                 await self._send_model_events()
         self.metrics = WorkerMetrics()
+        self._event_counters: dict[str, Any] = {}
         count_state_as_acked(self._held_offsets)
         self.metrics_port = settings.worker.metrics_port
         self.assigned: set[Any] = set()
@@ -549,7 +550,11 @@ class Agents:
     # -- shared ----------------------------------------------------------------------------
     def _process(self, source: SourceRef, value: Any, handle: Callable[[], list[Any]],
                  out: Outbox, retry: RetryInfo | None = None) -> None:
-        self.metrics.events.labels(source.topic).inc()
+        counter = self._event_counters.get(source.topic)
+        if counter is None:  # labels() per event was 2 % of the worker's time
+            counter = self._event_counters[source.topic] = self.metrics.events.labels(
+                source.topic)
+        counter.inc()
         self.last_input = time.monotonic()
         try:
             outputs = handle()

@@ -6,6 +6,7 @@ import ssl
 from typing import Any
 
 import faust
+from faust.sensors.monitor import Monitor
 
 from delaywatch.config.settings import Settings
 from delaywatch.streams import faust_patches
@@ -26,6 +27,33 @@ def _credentials(settings: Settings) -> faust.auth.Credentials | ssl.SSLContext 
     if k.security_protocol == "SSL":
         return context
     return None
+
+
+class LeanMonitor(Monitor):
+    """Faust's built-in sensor without its per-message and per-send bookkeeping: it feeds
+    only Faust's web statistics (disabled here), and cost ~6 % of the worker's time in a
+    py-spy profile (100k events). The worker's own figures are in ``streams/metrics.py``;
+    commits, rebalances and end offsets are still tracked."""
+
+    def on_message_in(self, tp: Any, offset: int, message: Any) -> None:
+        pass
+
+    def on_stream_event_in(self, tp: Any, offset: int, stream: Any, event: Any) -> None:
+        return None
+
+    def on_stream_event_out(self, tp: Any, offset: int, stream: Any, event: Any,
+                            state: Any = None) -> None:
+        pass
+
+    def on_message_out(self, tp: Any, offset: int, message: Any) -> None:
+        pass
+
+    def on_send_initiated(self, producer: Any, topic: str, message: Any, keysize: int,
+                          valsize: int) -> Any:
+        return None
+
+    def on_send_completed(self, producer: Any, state: Any, metadata: Any) -> None:
+        pass
 
 
 def _datadir(settings: Settings) -> dict[str, Any]:
@@ -56,4 +84,5 @@ def create_app(settings: Settings) -> faust.App:
         web_bind="127.0.0.1",
         web_port=w.web_port,
         web_in_thread=False,
+        monitor=LeanMonitor(),
     )
