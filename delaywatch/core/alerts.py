@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from delaywatch.core.compact import compact_state
 from delaywatch.schemas.alerts import SEVERITY_RANK, AlertStatus, Severity, alert_id_for
 
 __all__ = ["AlertBook", "Episode", "Finding", "Transition", "ts_to_dt"]
@@ -36,6 +37,7 @@ class Finding:
     pulse: bool = False
 
 
+@compact_state()
 @dataclass(slots=True)
 class Episode:
     number: int

@@ -40,6 +40,8 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from pydantic import BaseModel
 
+from delaywatch.core.compact import compact_state
+
 __all__ = [
     "Engine",
     "Forward",
@@ -117,6 +119,7 @@ def _restore_pending(eff: float, rank: int, event_id: str, stream: str,
     return Pending(eff, rank, event_id, stream, cls.model_validate_json(data), origin, data)
 
 
+@compact_state()
 @dataclass(slots=True)
 class KeyState(Generic[S]):
     key: str

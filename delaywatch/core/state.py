@@ -6,11 +6,12 @@ commit interval. Raw PII (``customer``) is never copied here.
 
 from __future__ import annotations
 
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
 from delaywatch.core.alerts import AlertBook
+from delaywatch.core.compact import compact_state
 from delaywatch.schemas.alerts import ProcessStage
 
 __all__ = ["ShipmentState", "Stage", "StockHistory", "StockState"]
@@ -32,6 +33,7 @@ class Stage(IntEnum):
         return self.name.lower()
 
 
+@compact_state()
 @dataclass(slots=True)
 class ShipmentState:
     order_id: str
@@ -106,10 +108,6 @@ class ShipmentState:
     def started_at(self) -> float | None:
         return self.placed_at if self.placed_at is not None else self.first_seen_at
 
-    def __setstate__(self, state: tuple[Any, dict[str, Any]]) -> None:
-        # state pickled by an older worker lacks the fields added since: their defaults
-        _set_fields(self, state[1])
-
 
 _PROCESS_STAGE = {
     Stage.ORDERED: ProcessStage.ORDER,
@@ -122,17 +120,7 @@ _PROCESS_STAGE = {
 }
 
 
-def _set_fields(obj: Any, values: dict[str, Any]) -> None:
-    for f in fields(obj):
-        if f.name in values:
-            value = values[f.name]
-        elif f.default is not MISSING:
-            value = f.default
-        else:
-            value = f.default_factory()  # type: ignore[operator]
-        setattr(obj, f.name, value)
-
-
+@compact_state()
 @dataclass(slots=True)
 class StockHistory:
     """What the learned stock models (``delaywatch.models.stock_risk``) remember of one key.
@@ -156,6 +144,7 @@ class StockHistory:
     receipt_every_h: float | None = None  # EWMA hours between receipts
 
 
+@compact_state()
 @dataclass(slots=True)
 class StockState:
     key: str

@@ -6,6 +6,7 @@ The engine is exercised with a tiny recording logic, so each test states exactly
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import pickle
 from collections import defaultdict
@@ -282,9 +283,14 @@ def test_state_pickled_before_fingerprints_is_restored_and_absorbs_resends(make_
     before.ingest("a", "k", "e", "a1", 100.0, content=1)
     changed, _ = before.take_changes()
     old = changed["k"]
-    del old.prints  # what a worker without fingerprints wrote to the changelog
+    # what a worker without fingerprints wrote to the changelog: the slots dataclass
+    # default pickle, (None, {slot: value}), without ``prints``
+    legacy = (None, {f.name: getattr(old, f.name) for f in dataclasses.fields(old)
+                     if f.name != "prints"})
+    restored = KeyState.__new__(KeyState)
+    restored.__setstate__(legacy)
     after = make_engine()
-    after.restore([pickle.loads(pickle.dumps(old))], dict(before.clocks))
+    after.restore([pickle.loads(pickle.dumps(restored))], dict(before.clocks))
     assert after.ingest("a", "k", "e", "a1", 100.0, content=2) == []  # nothing to compare
     assert after.duplicates == 1
     assert after.ingest("a", "k", "e2", "a2", 101.0, content=3) == []

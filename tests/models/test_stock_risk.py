@@ -7,6 +7,7 @@ alerts come out of the key's AlertBook exactly as in the worker.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import pickle
 import random
 from collections.abc import Callable, Iterator
@@ -271,8 +272,12 @@ def test_odd_input_is_harmless(make, thresholds) -> None:
 
 def test_state_checkpointed_before_the_history_field_still_works(thresholds) -> None:
     s = StockLogic(thresholds).new_state("W1:OLD")
-    object.__delattr__(s, "history")  # what a pre-#4 table checkpoint unpickles to
-    old = pickle.loads(pickle.dumps(s))
+    # what a pre-#4 table checkpoint holds: the slots dataclass default, no ``history``
+    legacy = (None, {f.name: getattr(s, f.name) for f in dataclasses.fields(s)
+                     if f.name != "history"})
+    old = StockState.__new__(StockState)
+    old.__setstate__(legacy)
+    old = pickle.loads(pickle.dumps(old))
     logic = StockLogic(thresholds, models=StockModels(small_anomaly()))
     logic.apply(old, INVENTORY, inv("stock_snapshot", 5, T0, key="W1:OLD"), T0)
     logic.apply(old, LINES, line("O-1", 1), T0 + 60)
