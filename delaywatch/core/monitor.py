@@ -4,7 +4,8 @@ The shipment and stock tables judge one key at a time; some trouble is only visi
 keys: a carrier whose scan feed went silent, a hub where hundreds of parcels stall at once.
 :class:`OpsMonitor` watches the *input* records (feed health) and the per-order *alerts*
 (incidents) of every partition and emits ``category="system"`` alerts for the topic
-``alerts.system``: one ``feed_outage`` per silent feed, one ``incident`` per scope whose
+``alerts.system``: one ``feed_outage`` per silent feed, one (``feed_outage:wms``) while
+warehouses' WMS stop picking the orders they are given, one ``incident`` per scope whose
 late or at-risk orders rise far above that scope's baseline.
 
 It is pure, like the engine: no wall clock, no I/O. Each input stream (a topic partition)
@@ -391,10 +392,9 @@ class WmsProgress:
                 hour = self._hour(p)
                 if hour not in curves:
                     curves[hour] = self._picked_by(wh, hour)
-                curve = curves[hour]
-                if curve is not None:  # picked by now: within (end - p) // bucket buckets
-                    missed += curve[min(self.bins, int((end - p) // self.bucket_s)) - 1] if (
-                        end - p >= self.bucket_s) else 0.0
+                curve, whole = curves[hour], min(self.bins, int((end - p) // self.bucket_s))
+                if curve is not None and whole > 0:  # share picked with a lag under its age
+                    missed += curve[whole - 1]
             stalled = (missed >= th.wms_missed_picks and len(behind) >= th.wms_min_orders) or (
                 wh in self.stalled and missed > th.wms_recover_ratio * th.wms_missed_picks)
             if stalled:
@@ -669,7 +669,7 @@ def _system_alert(t: Transition, subject: str, scope: str) -> Alert:
 
 
 class OpsMonitor:
-    """Feed health over the input records plus incidents over the alerts."""
+    """Feed health and WMS progress over the input records plus incidents over the alerts."""
 
     def __init__(self, th: MonitorThresholds) -> None:
         self.feeds = FeedHealth(th)
