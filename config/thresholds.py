@@ -121,7 +121,18 @@ class MonitorThresholds(BaseModel):
     incident_calm_ratio: float = Field(1.5, gt=0)
     incident_calm_buckets: int = Field(3, ge=1)
     incident_max_listed: int = Field(5000, ge=0)
-
+    # WMS progress (the OMS-to-WMS integration): orders paid after the latest-paid order a
+    # warehouse has picked are waiting; each would normally have been picked by its age with
+    # the share learned from that warehouse's payment-to-pick times for its hour of payment
+    # (once wms_min_lags of them are known; halved above wms_max_lags so recent days weigh
+    # most). Stalled when those shares sum to wms_missed_picks with >= wms_min_orders
+    # waiting; caught up at wms_recover_ratio of that. Waiting orders are tracked up to
+    # max_in_flight (the oldest forgotten first).
+    wms_missed_picks: float = Field(8.0, gt=0)
+    wms_recover_ratio: float = Field(0.25, gt=0, lt=1)
+    wms_min_orders: int = Field(30, ge=1)
+    wms_min_lags: int = Field(30, ge=1)
+    wms_max_lags: int = Field(2000, ge=10)
 
 class NoticeThresholds(BaseModel):
     """ETA-change notices (issue #8): an order with an open customer-facing alert is told

@@ -41,7 +41,8 @@ from delaywatch.schemas.alerts import Alert
 __all__ = ["MonitorService"]
 
 log = structlog.get_logger(__name__)
-STATE_VERSION = 1
+# 2: OpsMonitor gained the WMS progress detector; a pickled v1 monitor lacks it
+STATE_VERSION = 2
 
 
 class MonitorService:

@@ -405,17 +405,11 @@ def system_quality(system: list[Alert], alerts: list[Alert], truth: list[dict[st
     out["system_alerts_opened_near"] = sorted(a.key for a in during)
     if scenario["name"] == "carrier_outage":
         key = f"feed_outage:scans:{name}"
-        mine = [a for a in system if a.key == key]
-        first = min((a.detected_at.timestamp() for a in mine if a.status == AlertStatus.OPEN
-                     and start <= a.detected_at.timestamp() <= end + 7200), default=None)
         per_order = [a for a in alerts if a.status == AlertStatus.OPEN and a.category == "delay"
                      and a.carrier == name and start <= a.detected_at.timestamp() < end]
         stale = [a for a in per_order if a.kind == "tracking_stale"]
         out["outage"] = {
-            "detected": first is not None,
-            "detection_delay_minutes": round((first - start) / 60, 1) if first else None,
-            "opens": sum(1 for a in mine if a.status == AlertStatus.OPEN),
-            "resolves": sum(1 for a in mine if a.status == AlertStatus.RESOLVED),
+            **_detection(system, key, start, end),
             "per_order_alerts_during": len(stale),
             "per_order_alerts_during_rate": round(len(stale) / affected, 4) if affected else None,
             "all_delay_alerts_during": len(per_order),
@@ -440,7 +434,25 @@ def system_quality(system: list[Alert], alerts: list[Alert], truth: list[dict[st
             "listed_recall": round(len(listed & hit) / len(hit), 4) if hit else None,
             "other_incidents": sum(1 for a in opened if a.kind == "incident" and a.key != key),
         }
+    elif scenario["name"] == "integration_failure":  # the WMS's progress (scope feed:wms)
+        out.update(_detection(system, f"feed_outage:{name}", start, end))
+        out["other_feed_outages"] = sum(1 for a in opened if a.kind == "feed_outage"
+                                        and a.key != f"feed_outage:{name}")
     return out
+
+
+def _detection(system: list[Alert], key: str, start: float, end: float) -> dict[str, Any]:
+    """Whether the system alert ``key`` caught a scenario that ran ``[start, end)``: its first
+    open in the window (or two hours after it), in minutes of event time from the start."""
+    mine = [a for a in system if a.key == key]
+    first = min((a.detected_at.timestamp() for a in mine if a.status == AlertStatus.OPEN
+                 and start <= a.detected_at.timestamp() <= end + 7200), default=None)
+    return {
+        "detected": first is not None,
+        "detection_delay_minutes": round((first - start) / 60, 1) if first else None,
+        "opens": sum(1 for a in mine if a.status == AlertStatus.OPEN),
+        "resolves": sum(1 for a in mine if a.status == AlertStatus.RESOLVED),
+    }
 
 
 def _same(root: tuple[str, str], got: str) -> bool:

@@ -4,7 +4,8 @@ The shipment and stock tables judge one key at a time; some trouble is only visi
 keys: a carrier whose scan feed went silent, a hub where hundreds of parcels stall at once.
 :class:`OpsMonitor` watches the *input* records (feed health) and the per-order *alerts*
 (incidents) of every partition and emits ``category="system"`` alerts for the topic
-``alerts.system``: one ``feed_outage`` per silent feed, one ``incident`` per scope whose
+``alerts.system``: one ``feed_outage`` per silent feed, one (``feed_outage:wms``) while
+warehouses' WMS stop picking the orders they are given, one ``incident`` per scope whose
 late or at-risk orders rise far above that scope's baseline.
 
 It is pure, like the engine: no wall clock, no I/O. Each input stream (a topic partition)
@@ -26,8 +27,10 @@ notifier can message them in one batch.
 
 from __future__ import annotations
 
+import itertools
 import math
 import statistics
+from bisect import bisect_left, bisect_right, insort
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -38,8 +41,8 @@ from delaywatch.core.alerts import AlertBook, Finding, Transition, ts_to_dt
 from delaywatch.models.audience import audience_for
 from delaywatch.schemas.alerts import Alert, Severity
 
-__all__ = ["FeedHealth", "IncidentDetector", "OpsMonitor", "StreamClocks", "event_time",
-           "feed_of"]
+__all__ = ["FeedHealth", "IncidentDetector", "OpsMonitor", "StreamClocks", "WmsProgress",
+           "event_time", "feed_of"]
 
 H = 3600.0
 NEG_INF = -math.inf
@@ -259,6 +262,172 @@ class FeedHealth:
                for t in book.evaluate(f"feed:{feed}", [finding], at)]
         if not active:
             self.since.pop(feed, None)
+        return out
+
+
+class WmsProgress:
+    """One ``feed_outage`` alert (scope ``feed:wms``) while warehouses' WMS stop progressing
+    the orders they are given, though orders and the picks of older orders still flow.
+
+    A WMS that no longer receives orders (the OMS-to-WMS integration is down) keeps picking
+    what it already had, so its inventory feed does not go silent. What stops is its
+    *frontier*: the payment time of the latest-paid order it has picked. Every order paid
+    after it is still waiting, by definition, and none of them being picked is normal for a
+    while (a pick takes time) and then not. How long is learned per warehouse and hour of
+    payment, as the distribution of payment-to-first-pick times (evening orders wait for the
+    morning). ``missed`` sums, over the orders waiting past the frontier, the chance that
+    each would normally have been picked by its age: the picks that should have happened and
+    did not. A warehouse is stalled at ``wms_missed_picks`` of them with at least
+    ``wms_min_orders`` waiting, and has caught up at ``wms_recover_ratio`` of that. The alert
+    is the WMS's (an integration serves every warehouse): it lists the stalled warehouses,
+    opens once and resolves when all have caught up.
+    """
+
+    def __init__(self, th: MonitorThresholds) -> None:
+        self.th = th
+        self.bucket_s = th.bucket_min * 60.0
+        self.bins = max(1, round(86400.0 / self.bucket_s))  # lags of up to a day, per bucket
+        self.clocks = StreamClocks(th.lateness_s)
+        self.placed: dict[str, str] = {}  # order -> warehouse, until paid
+        self.waiting: dict[str, tuple[str, float]] = {}  # paid order -> (warehouse, paid at)
+        self.paid: dict[str, list[float]] = {}  # warehouse -> sorted payment times > frontier
+        self.picks: dict[float, list[tuple[str, float]]] = {}  # bucket -> (order, picked at)
+        self.frontier: dict[str, float] = {}
+        # (warehouse, hour of payment) -> histogram of payment-to-pick lags, in buckets
+        self.lags: dict[tuple[str, int], list[float]] = {}
+        self.unlearned: dict[str, tuple[float, float]] = {}  # warehouse -> stall [from, to)
+        self.stalled: dict[str, dict[str, Any]] = {}  # warehouse -> its figures, while stalled
+        self.book = AlertBook()
+        self.since: float | None = None
+        self.next_bucket: float | None = None
+
+    def observe(self, stream: str, role: str, value: dict[str, Any], t: float) -> None:
+        eff = self.clocks.effective(stream, t)
+        kind, order = value.get("event_type"), value.get("order_id")
+        if not isinstance(order, str) or not order:
+            return
+        if self.next_bucket is None:
+            self.next_bucket = eff - eff % self.bucket_s
+        if role == "orders":
+            if kind == "order_placed":
+                wh = value.get("warehouse_id")
+                if isinstance(wh, str) and wh:
+                    self._bounded(self.placed)[order] = wh
+            elif kind == "payment_confirmed":
+                wh = self.placed.pop(order, None)
+                if wh is not None and order not in self.waiting:
+                    self._bounded(self.waiting)[order] = (wh, eff)
+                    insort(self.paid.setdefault(wh, []), eff)
+            elif kind == "order_cancelled":
+                self.placed.pop(order, None)
+                gone = self.waiting.pop(order, None)
+                if gone is not None:
+                    self._forget_payment(*gone)
+        elif role == "inventory" and kind == "stock_picked":
+            # resolved when its bucket is judged: by then its payment has been read too (a
+            # pick behind a clock moved from outside counts in the next bucket judged)
+            bucket = max(eff - eff % self.bucket_s, self.next_bucket)
+            self.picks.setdefault(bucket, []).append((order, eff))
+
+    def _bounded(self, orders: dict[str, Any]) -> dict[str, Any]:
+        if len(orders) >= self.th.max_in_flight:  # forget the oldest tenth (insertion order)
+            for oid in list(itertools.islice(orders, len(orders) // 10)):
+                gone = orders.pop(oid)
+                if isinstance(gone, tuple):
+                    self._forget_payment(*gone)
+        return orders
+
+    def _forget_payment(self, wh: str, at: float) -> None:
+        paid = self.paid.get(wh, [])
+        i = bisect_left(paid, at)
+        if i < len(paid) and paid[i] == at:
+            del paid[i]
+
+    def _hour(self, t: float) -> int:
+        return int((t % 86400.0) // H)
+
+    def _learn(self, wh: str, paid: float, picked: float) -> None:
+        lo, hi = self.unlearned.get(wh, (math.inf, math.inf))
+        if lo <= paid < hi:  # a stalled order's wait is not the warehouse's normal
+            return
+        hist = self.lags.setdefault((wh, self._hour(paid)), [0.0] * (self.bins + 1))
+        hist[min(self.bins, max(0, int((picked - paid) // self.bucket_s)))] += 1.0
+        if sum(hist) > self.th.wms_max_lags:  # forget slowly: recent days weigh most
+            hist[:] = [c / 2 for c in hist]
+
+    def _picked_by(self, wh: str, hour: int) -> list[float] | None:
+        """Share of the orders paid in ``hour`` normally picked within ``i`` buckets."""
+        hist = self.lags.get((wh, hour))
+        total = sum(hist) if hist else 0.0
+        if hist is None or total < self.th.wms_min_lags:
+            return None
+        return [c / total for c in itertools.accumulate(hist)]
+
+    def judge(self, until: float) -> list[Alert]:
+        out: list[Alert] = []
+        if self.next_bucket is None:
+            return out
+        while self.next_bucket + self.bucket_s <= until:
+            out.extend(self._judge_bucket(self.next_bucket))
+            self.next_bucket += self.bucket_s
+        return out
+
+    def _judge_bucket(self, start: float) -> list[Alert]:
+        th, end = self.th, start + self.bucket_s
+        for order, at in self.picks.pop(start, []):
+            got = self.waiting.pop(order, None)
+            if got is None:  # a second line, or an order not seen paid
+                continue
+            wh, paid_at = got
+            self._learn(wh, paid_at, at)
+            self.frontier[wh] = max(self.frontier.get(wh, paid_at), paid_at)
+            paid = self.paid[wh]
+            del paid[: bisect_right(paid, self.frontier[wh])]
+        for wh in sorted(self.frontier):
+            paid = self.paid.get(wh, [])
+            behind = paid[: bisect_right(paid, end)]
+            curves: dict[int, list[float] | None] = {}
+            missed = 0.0
+            for p in behind:
+                hour = self._hour(p)
+                if hour not in curves:
+                    curves[hour] = self._picked_by(wh, hour)
+                curve, whole = curves[hour], min(self.bins, int((end - p) // self.bucket_s))
+                if curve is not None and whole > 0:  # share picked with a lag under its age
+                    missed += curve[whole - 1]
+            stalled = (missed >= th.wms_missed_picks and len(behind) >= th.wms_min_orders) or (
+                wh in self.stalled and missed > th.wms_recover_ratio * th.wms_missed_picks)
+            if stalled:
+                if wh not in self.stalled:
+                    self.unlearned[wh] = (self.frontier[wh], math.inf)
+                self.stalled[wh] = {"since": self.frontier[wh],
+                                    "behind_minutes": round((end - self.frontier[wh]) / 60, 1),
+                                    "orders_waiting": len(behind),
+                                    "missed_picks": round(missed, 1)}
+            elif self.stalled.pop(wh, None) is not None:
+                self.unlearned[wh] = (self.unlearned[wh][0], end)
+        return self._alerts(end)
+
+    def _alerts(self, at: float) -> list[Alert]:
+        stalled = dict(self.stalled)
+        active = bool(stalled)
+        if active and self.since is None:
+            self.since = min(s["since"] for s in stalled.values())
+        since = self.since if self.since is not None else at
+
+        def evidence() -> dict[str, Any]:
+            return {"scope": "feed:wms", "since": ts_to_dt(since).isoformat(),
+                    "stalled_minutes": round((at - since) / 60.0, 1),
+                    "orders_affected": sum(s["orders_waiting"] for s in stalled.values()),
+                    "warehouses": {wh: {**s, "since": ts_to_dt(s["since"]).isoformat()}
+                                   for wh, s in sorted(stalled.items())}}
+
+        finding = Finding("feed_outage", active, Severity.HIGH, ("wms_not_progressing",),
+                          evidence)
+        out = [_system_alert(t, "wms", "feed:wms")
+               for t in self.book.evaluate("feed:wms", [finding], at)]
+        if not active:
+            self.since = None
         return out
 
 
@@ -500,16 +669,18 @@ def _system_alert(t: Transition, subject: str, scope: str) -> Alert:
 
 
 class OpsMonitor:
-    """Feed health over the input records plus incidents over the alerts."""
+    """Feed health and WMS progress over the input records plus incidents over the alerts."""
 
     def __init__(self, th: MonitorThresholds) -> None:
         self.feeds = FeedHealth(th)
+        self.wms = WmsProgress(th)
         self.incidents = IncidentDetector(th)
 
     def expect(self, inputs: Iterable[str], alerts: Iterable[str]) -> None:
         """The input streams (topic partitions) and delay-alert streams there are."""
         inputs = list(inputs)
         self.feeds.clocks.expect(inputs)
+        self.wms.clocks.expect(inputs)
         self.incidents.traffic_clocks.expect(inputs)
         self.incidents.clocks.expect(alerts)
 
@@ -521,13 +692,16 @@ class OpsMonitor:
         """Judge without ``stream`` until it delivers again (see :meth:`StreamClocks.drop`):
         a whole topic gone silent (every carrier's scans: the TMS integration is down) would
         otherwise hold the watermark, and nothing would be judged at all."""
-        for clocks in (self.feeds.clocks, self.incidents.traffic_clocks, self.incidents.clocks):
+        for clocks in (self.feeds.clocks, self.wms.clocks, self.incidents.traffic_clocks,
+                       self.incidents.clocks):
             clocks.drop(stream)
 
     def on_input(self, stream: str, role: str, value: dict[str, Any], t: float) -> list[Alert]:
         self.feeds.observe(stream, role, value, t)
+        self.wms.observe(stream, role, value, t)
         self.incidents.observe_input(stream, role, value, t)
         return [*self.feeds.judge(self.feeds.clocks.watermark),
+                *self.wms.judge(self.wms.clocks.watermark),
                 *self.incidents.judge(self.incidents.clocks.watermark)]
 
     def on_alerts(self, stream: str, alerts: Iterable[Alert]) -> list[Alert]:
@@ -538,4 +712,4 @@ class OpsMonitor:
 
     def advance_to(self, at: float) -> list[Alert]:
         """An outside clock (end of a file; a live service's wall clock when input is idle)."""
-        return [*self.feeds.judge(at), *self.incidents.judge(at)]
+        return [*self.feeds.judge(at), *self.wms.judge(at), *self.incidents.judge(at)]

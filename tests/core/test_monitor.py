@@ -165,9 +165,85 @@ def test_a_surge_everywhere_is_not_an_incident() -> None:
     assert hubs.incidents() == []
 
 
+class Warehouses:
+    """Two warehouses, each given one paid order a minute and picking it 30-90 min later
+    (a fixed spread, so the lags are known); records fed in event-time order."""
+
+    def __init__(self, th: MonitorThresholds = TH) -> None:
+        self.monitor = OpsMonitor(th)
+        self.system: list[Alert] = []
+
+    def run(self, start: float, end: float, *, stall: tuple[float, float] | None = None,
+            slow: tuple[float, float, float] | None = None, pick: bool = True) -> None:
+        """Orders paid in ``[start, end)``; those paid during ``stall`` reach the WMS only
+        when it ends (picked then plus their usual lag); those paid in ``slow[:2]`` are
+        picked ``slow[2]`` seconds later than usual."""
+        events: list[tuple[float, int, str, str, dict[str, Any]]] = []
+        t, i = start, 0
+        while t < end:
+            for wh in ("W1", "W2"):
+                order = f"O-{int(t)}-{wh}"
+                events.append((t, 0, "orders:0", "orders", {
+                    "event_type": "order_placed", "order_id": order, "warehouse_id": wh}))
+                events.append((t + 1, 1, "orders:0", "orders", {
+                    "event_type": "payment_confirmed", "order_id": order}))
+                lag = (30 + (i * 37) % 61) * MIN
+                given = stall[1] if stall and stall[0] <= t < stall[1] else t
+                if slow and slow[0] <= t < slow[1]:
+                    lag += slow[2]
+                if pick:
+                    events.append((given + lag, 2, "inventory:0", "inventory", {
+                        "event_type": "stock_picked", "order_id": order, "warehouse_id": wh}))
+            t, i = t + MIN, i + 1
+        for at, _, stream, role, value in sorted(events, key=lambda e: (e[0], e[1])):
+            self.system += self.monitor.on_input(stream, role, value, at)
+
+    def of(self, key: str = "feed_outage:wms") -> list[Alert]:
+        return [a for a in self.system if a.key == key]
+
+
+def test_a_wms_that_stops_taking_orders_is_one_outage_opened_within_the_hour_and_resolved(
+) -> None:
+    shop = Warehouses()
+    stall = (T0 + DAY + 12 * H, T0 + DAY + 16 * H)  # orders paid 12:00-16:00 reach it at 16:00
+    shop.run(T0, T0 + 2 * DAY, stall=stall)
+    [opened, resolved] = shop.of()
+    assert (opened.status, resolved.status) == (AlertStatus.OPEN, AlertStatus.RESOLVED)
+    assert stall[0] < opened.detected_at.timestamp() <= stall[0] + 1.25 * H
+    assert stall[1] < resolved.detected_at.timestamp() <= stall[1] + 2 * H
+    assert opened.category == "system" and opened.evidence["scope"] == "feed:wms"
+    assert sorted(opened.evidence["warehouses"]) == ["W1", "W2"]
+    assert ts_to_dt(stall[0] - 90 * MIN) <= datetime.fromisoformat(opened.evidence["since"])
+    assert opened.evidence["orders_affected"] >= 2 * 30
+
+
+def test_a_wms_working_at_its_usual_lag_is_not_an_outage() -> None:
+    shop = Warehouses()
+    shop.run(T0, T0 + 3 * DAY)
+    assert shop.system == []
+
+
+def test_a_wms_a_little_slower_than_usual_is_not_an_outage() -> None:
+    """Every pick of an afternoon 20 min later than usual: a backlog, not a WMS that stopped
+    taking orders (its latest-paid picked order is just a little older)."""
+    shop = Warehouses()
+    shop.run(T0, T0 + 3 * DAY, slow=(T0 + DAY + 12 * H, T0 + DAY + 16 * H, 20 * MIN))
+    assert shop.system == []
+
+
+def test_orders_awaiting_a_pick_are_bounded() -> None:
+    shop = Warehouses(MonitorThresholds(max_in_flight=100))
+    shop.run(T0, T0 + DAY, pick=False)  # 2880 orders paid, none ever picked
+    wms = shop.monitor.wms
+    assert len(wms.waiting) <= 100 and len(wms.placed) <= 100
+    assert sum(len(p) for p in wms.paid.values()) <= 100
+    assert wms.picks == {}
+
+
 @pytest.mark.parametrize("scenario, check", [
     ("carrier_outage", "outage"),
     ("hub_congestion", "incident"),
+    ("integration_failure", "scenario"),
 ])
 def test_the_scenarios_through_replay(scenario, check, make_settings, thresholds) -> None:
     """The issue's targets on its own world (20k orders, seed 7: five days, the scenario on
@@ -179,7 +255,10 @@ def test_the_scenarios_through_replay(scenario, check, make_settings, thresholds
     result = replay(records, make_settings(), thresholds)
     q = system_quality(result.system, result.alerts, truth)
     print(f"\n{scenario}: {q.get(check)}")
-    if check == "outage":
+    if check == "scenario":  # the WMS's progress: one feed_outage:wms
+        assert q["detected"] and q["detection_delay_minutes"] <= 60
+        assert (q["opens"], q["resolves"]) == (1, 1)
+    elif check == "outage":
         assert q["outage"]["detected"] and q["outage"]["detection_delay_minutes"] <= 60
         assert (q["outage"]["opens"], q["outage"]["resolves"]) == (1, 1)
         assert q["outage"]["per_order_alerts_during_rate"] <= 0.01
