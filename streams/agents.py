@@ -61,7 +61,11 @@ from delaywatch.kafka_io import client_config, read_range
 from delaywatch.models.risk import ModelEvent
 from delaywatch.schemas.alerts import Alert
 from delaywatch.schemas.dlq import SourceRef
-from delaywatch.streams.faust_patches import count_state_as_acked
+from delaywatch.streams.faust_patches import (
+    before_wait_empty,
+    count_state_as_acked,
+    release,
+)
 from delaywatch.streams.metrics import MetricsServer, WorkerMetrics
 from delaywatch.streams.tables import Tables
 from delaywatch.streams.topics import Topics
@@ -93,6 +97,10 @@ class PartitionEngines:
         self.dirty: set[int] = set()
         self.held: list[Any] = []
         self.written_at = time.monotonic()
+        # a batch is being applied and its outputs are not yet all on the broker: the
+        # engines are ahead of what was sent, and their state must not be written (a
+        # cancelled batch leaves this set; its events are then re-delivered)
+        self.torn = False
 
     def reset(self) -> None:
         self.parts.clear()
@@ -100,6 +108,7 @@ class PartitionEngines:
         self.settled.clear()
         self.dirty.clear()
         self.held.clear()  # not acked: re-delivered, and recognised by the state's offsets
+        self.torn = False
 
     def applied(self, p: int, topic: str, offset: int) -> bool:
         """True when this record's event is already in partition ``p``'s state."""
@@ -338,9 +347,7 @@ class Agents:
         app.timer(interval=max(0.1, self.state_write_interval_s / 2),
                   name="write_due_state")(self._write_due_state)
 
-        @app.on_before_shutdown.connect  # type: ignore[arg-type]
-        async def _shutdown(app: faust.App, **_: Any) -> None:
-            await self._write_all_state()
+        before_wait_empty(self._write_all_state)
         self.last_input = time.monotonic()
         idle = settings.time.idle_advance_after_s
         if idle:
@@ -399,6 +406,13 @@ class Agents:
         partitions' clocks and offsets, then the held events acked; the bytes of state
         written. Only under ``engines.lock``, after :meth:`_deliver`."""
         engines.written_at = time.monotonic()
+        if engines.torn:  # a batch was cut short (shutdown): its events come again
+            log.warning("state_not_written_batch_interrupted", table=engines.kind,
+                        events=len(engines.held))
+            for event in engines.held:
+                release(event.message)
+            engines.held.clear()
+            return 0
         if not engines.dirty:
             return 0
         dirty, held = sorted(engines.dirty), engines.held
@@ -419,20 +433,25 @@ class Agents:
         return written
 
     async def _write_due_state(self) -> None:
-        """Timer: state not written for ``state_write_interval_s`` (an idle input), or
-        at once while a rebalance waits for every held event to be acked."""
+        """Timer: state not written for ``state_write_interval_s`` (an idle input)."""
         for engines in (self.shipments, self.stock):
             due = time.monotonic() - engines.written_at >= self.state_write_interval_s
-            if engines.dirty and (due or self.app.rebalancing):
+            if engines.dirty and due:
                 async with engines.lock:
                     await self._write_state(engines)
 
     async def _write_all_state(self) -> None:
-        """Shutdown: the consumer has stopped; what the engines hold is written so a
-        restart recognises its events by the state's offsets."""
+        """Before Faust waits for every started event to be acked (a rebalance, a
+        shutdown; ``faust_patches.before_wait_empty``): everything held is written, which
+        acks it -- a restart or the partition's next owner then finds its events in the
+        state."""
         for engines in (self.shipments, self.stock):
             async with engines.lock:
-                await self._write_state(engines)
+                held = len(engines.held)
+                written = await self._write_state(engines)
+            if held:
+                log.info("state_written_before_wait", table=engines.kind, events=held,
+                         state_bytes=written)
 
     def _held_offsets(self) -> dict[TP, int]:
         """Per input partition, the next offset whose effects are not all on the broker:
@@ -484,6 +503,7 @@ class Agents:
                 started = time.perf_counter()
                 out = Outbox(self.producer, self.metrics)
                 touched: set[int] = set()
+                engines.torn = True
                 for event in batch:
                     msg = event.message
                     part = engines.get(msg.partition)
@@ -498,6 +518,7 @@ class Agents:
                     msg.incref()
                     engines.held.append(event)
                 await self._deliver(engines, touched, out)
+                engines.torn = False
                 if time.monotonic() - engines.written_at >= self.state_write_interval_s:
                     await self._write_state(engines)
                 self._count()
@@ -578,10 +599,12 @@ class Agents:
                         if not clocks:
                             continue
                         out = Outbox(self.producer, self.metrics)
+                        engines.torn = True
                         outputs = part.engine.advance_to(max(clocks.values()) + idle_for)
                         self._emit(outputs, SourceRef(topic="<idle-advance>", partition=p),
                                    None, out)
                         await self._deliver(engines, [p], out)
+                        engines.torn = False
                     await self._write_state(engines)
 
         return advance_idle_watermarks
@@ -686,11 +709,13 @@ class Agents:
                 if engines.applied(p, msg.topic, msg.offset):
                     self.metrics.redelivered.labels(msg.topic).inc()
                     continue
+                engines.torn = True
                 engines.mark(p, msg.topic, msg.offset)
                 out = Outbox(self.producer, self.metrics)
                 self._process(info.source, msg.value,
                               partial(handle, part, role, info.source, msg.value), out, info)
                 await self._deliver(engines, [p], out)
+                engines.torn = False
                 await self._write_state(engines)
                 self._count()
 

@@ -1,4 +1,4 @@
-"""Three changes to Faust's Kafka clients, applied once by :func:`apply` from ``create_app``.
+"""Four changes to Faust's Kafka clients, applied once by :func:`apply` from ``create_app``.
 
 **Idempotent producer.** Faust turns on aiokafka's ``enable_idempotence`` only inside
 transactions (its exactly-once mode, which we do not use). Outside them a retried send can
@@ -30,21 +30,31 @@ bookkeeping what is done: its state records, per input partition, the next offse
 effects are not yet all on the broker (``Agents._skipped_records`` reads back what Faust
 skipped). Before each commit every offset below that one is acked, as Faust would have had
 the records reached the stream -- whether the stream ever saw them or not.
+
+**Held events are settled before Faust waits for them** (:func:`before_wait_empty`). The
+worker keeps each applied event unacked until its key's state is written (once per
+state-write interval). Before a rebalance and at shutdown Faust waits until every started
+message is acked (``Consumer.wait_empty``): without the hook a SIGTERM waited forever (the
+worker's timers are stopped by then) and was ended by SIGKILL (measured: 30 s). The hook
+writes the state, which acks what it holds -- every half second while Faust waits, since a
+batch already fetched can still be applied meanwhile.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import structlog
 from faust.transport.consumer import Consumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
-__all__ = ["ack_offsets", "apply", "count_state_as_acked"]
+__all__ = ["ack_offsets", "apply", "before_wait_empty", "count_state_as_acked", "release"]
 
 log = structlog.get_logger("delaywatch.faust_patches")
 _APPLIED = "_delaywatch_gap_fix"
+_WAIT_APPLIED = "_delaywatch_wait_empty_hook"
 
 
 def _drop_acked_from_gaps(consumer: Any, tp: Any) -> None:
@@ -118,10 +128,55 @@ def _idempotent_producer() -> None:
 
 _IDEMPOTENT = [True]
 
+# () -> awaitable run before Consumer.wait_empty (a rebalance, a shutdown), set by the worker
+_BEFORE_WAIT_EMPTY: list[Callable[[], Awaitable[None]] | None] = [None]
+
+
+def before_wait_empty(hook: Callable[[], Awaitable[None]] | None) -> None:
+    """Run ``hook`` each time Faust is about to wait for every started message to be acked
+    (``None``: stop)."""
+    _BEFORE_WAIT_EMPTY[0] = hook
+
+
+def _settle_before_wait_empty() -> None:
+    if getattr(Consumer, _WAIT_APPLIED, False):
+        return
+    if not hasattr(Consumer, "wait_empty"):
+        log.warning("faust_wait_empty_hook_not_applied", reason="Faust's Consumer changed")
+        return
+    original = Consumer.wait_empty
+
+    async def wait_empty(self: Any) -> None:
+        hook = _BEFORE_WAIT_EMPTY[0]
+        if hook is None:
+            await original(self)
+            return
+
+        async def settle() -> None:
+            while True:
+                await hook()
+                await asyncio.sleep(0.5)
+
+        settling = asyncio.ensure_future(settle())
+        try:
+            await original(self)
+        finally:
+            settling.cancel()
+
+    Consumer.wait_empty = wait_empty  # type: ignore[method-assign]
+    setattr(Consumer, _WAIT_APPLIED, True)
+
+
+def release(message: Any) -> None:
+    """Stop Faust waiting for ``message`` without counting its offset as done: it is
+    delivered again after a restart (a batch cut short by a shutdown)."""
+    message.acked = True
+
 
 def apply(idempotent_producer: bool = True) -> None:
     _IDEMPOTENT[0] = idempotent_producer
     _idempotent_producer()
+    _settle_before_wait_empty()
     if getattr(Consumer, _APPLIED, False):
         return
     if not all(hasattr(Consumer, a) for a in ("_new_offset", "_add_gap",
