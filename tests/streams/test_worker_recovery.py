@@ -4,6 +4,9 @@ only as identical alert ids: Faust is at-least-once)."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
 import time
 from typing import Any
 
@@ -67,6 +70,45 @@ def test_kill_9_mid_stream_loses_and_invents_nothing(kafka, small_world, make_se
         f"faust-streaming #596/#606): {behind}")
     print(f"\nkill -9 after {seen} alerts: {len(got)} distinct alerts == uninterrupted run, "
           f"{duplicates} re-sent duplicates (same alert_id); offsets committed to the end")
+
+
+def test_sigterm_mid_stream_exits_by_itself_and_writes_what_it_held(
+        kafka, small_world, make_settings, thresholds, worker_env, start_worker):
+    """Applied events are held unacked until their state is written (once per interval):
+    a SIGTERM must write it and exit on its own -- not wait in Faust's wait_empty until
+    SIGKILL -- and the restart must find those events in the state."""
+    records, settings, expected, env, half = _first_half_produced(
+        kafka, small_world, make_settings, thresholds, worker_env)
+    env = {**env, "DELAYWATCH_WORKER__STATE_WRITE_INTERVAL_S": "30"}  # all held at stop
+    worker = start_worker(env)
+    deadline = time.monotonic() + 120
+    seen = 0
+    while time.monotonic() < deadline and seen < 20:
+        seen = len(read_all(settings, settings.topics.alerts_delay, idle_s=0.5))
+        time.sleep(0.5)
+    assert 0 < seen < len(expected.alerts), "the stop must land mid-stream"
+    assert worker.proc is not None
+    os.killpg(worker.proc.pid, signal.SIGTERM)
+    started = time.monotonic()
+    try:
+        code = worker.proc.wait(20)
+    except subprocess.TimeoutExpired:
+        worker.kill9()
+        raise AssertionError(f"still running 20 s after SIGTERM:\n{worker.log_tail()}") from None
+    assert code == 0, worker.log_tail()
+    assert _log_has(worker, "state_written_before_wait"), worker.log_tail()
+    stopped_in = time.monotonic() - started
+
+    produce_records(settings, records[half:])
+    restarted = start_worker(env)
+    live = wait_for_outputs(settings, restarted, len(expected.alerts),
+                            len(expected.dead_letters))
+    got = alert_signature(live["alerts"])
+    want = alert_signature([a.model_dump(mode="json") for a in expected.alerts])
+    assert set(got) == set(want), (
+        f"missing {sorted(set(want) - set(got))[:5]} extra {sorted(set(got) - set(want))[:5]}")
+    print(f"\nSIGTERM after {seen} alerts: exited in {stopped_in:.1f} s; {len(got)} distinct "
+          f"alerts == uninterrupted run, {sum(got.values()) - len(got)} re-sent duplicates")
 
 
 def _commits_behind_after(settings: Any, group: str, timeout_s: float
