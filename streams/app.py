@@ -31,8 +31,8 @@ def _credentials(settings: Settings) -> faust.auth.Credentials | ssl.SSLContext 
 
 class LeanMonitor(Monitor):
     """Faust's built-in sensor without its per-message and per-send bookkeeping: it feeds
-    only Faust's web statistics (disabled here), and cost ~6 % of the worker's time in a
-    py-spy profile (100k events). The worker's own figures are in ``streams/metrics.py``;
+    only Faust's web statistics (disabled here), and cost ~1-3 % of the worker's time in
+    py-spy profiles (100k events). The worker's own figures are in ``streams/metrics.py``;
     commits, rebalances and end offsets are still tracked."""
 
     def on_message_in(self, tp: Any, offset: int, message: Any) -> None:
