@@ -132,7 +132,7 @@ def _log_has(worker: Any, event: str) -> bool:
 def test_two_workers_kill_9_state_follows_its_partition(kafka, small_world, make_settings,
                                                         thresholds, worker_env, start_worker):
     """Issue #7, item 3: two workers share four partitions; one is killed mid-stream and
-    restarted. State written once per key per micro-batch must come back onto whichever
+    restarted. State written once per key per state-write interval must come back onto whichever
     worker owns the key's source partition, and the alerts are those of an uninterrupted run
     (duplicates only as identical alert ids). Every alert names the record that decided it."""
     records, settings, expected, env, half = _first_half_produced(
