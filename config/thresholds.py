@@ -145,6 +145,25 @@ class NoticeThresholds(BaseModel):
     max_per_day: int = Field(3, ge=0)
 
 
+class FeedHoldThresholds(BaseModel):
+    """Stale-tracking alerts a carrier's silent feed explains are held (``models.feeds``):
+    a carrier is silent in a partition after ``silent_after_h`` without a scan once its
+    share of the scans (learned over ``share_window_scans``) says ``min_expected`` of its own
+    were due among the other carriers' since; held orders are looked at again every
+    ``recheck_min``, alerted ``grace_h`` after the feed returns if still stale, and at most
+    ``max_hold_h`` after their stale deadline."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = True
+    silent_after_h: float = Field(1.0, gt=0)
+    min_expected: float = Field(20.0, gt=0)
+    share_window_scans: int = Field(1000, ge=10)
+    grace_h: float = Field(1.0, ge=0)
+    recheck_min: float = Field(15.0, gt=0)
+    max_hold_h: float = Field(24.0, ge=0)
+
+
 NO_COMPENSATION = "none"
 
 
@@ -181,6 +200,7 @@ class Thresholds(BaseModel):
     compensation: list[CompensationRule] = Field(default_factory=list)
     monitor: MonitorThresholds = MonitorThresholds()
     notices: NoticeThresholds = NoticeThresholds()
+    feed_hold: FeedHoldThresholds = FeedHoldThresholds()
     escalation: EscalationThresholds = EscalationThresholds()
     system: SystemThresholds = SystemThresholds()
 

@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 from delaywatch.config.thresholds import LaneThresholds, Thresholds
 from delaywatch.core.alerts import Finding
 from delaywatch.core.state import ShipmentState, Stage, StockState
+from delaywatch.models.feeds import CarrierFeeds, Silence
 from delaywatch.schemas.alerts import Severity
 
 __all__ = [
@@ -90,9 +91,10 @@ class DelayRules:
 
     kinds = DELAY_KINDS
 
-    def __init__(self, thresholds: Thresholds) -> None:
+    def __init__(self, thresholds: Thresholds, feeds: CarrierFeeds | None = None) -> None:
         self.thresholds = thresholds
         self.tz = ZoneInfo(thresholds.timezone)
+        self.feeds = feeds  # carrier feeds of this partition: stale alerts they explain wait
 
     def lane(self, s: ShipmentState) -> LaneThresholds:
         return self.thresholds.for_lane(s.carrier, s.service_level)
@@ -115,6 +117,8 @@ class DelayRules:
         if s.stage >= Stage.PICKED_UP and s.last_scan_at is not None:
             th = self.lane(s)
             out += [s.last_scan_at + th.stale_after_h * H, s.last_scan_at + th.stale_escalate_h * H]
+            if s.stale_hold is not None:
+                out.append(s.stale_hold[1])
         if s.stage >= Stage.PAID and s.promised_at is not None:
             out.append(s.promised_at)
             risk = self.risk_due(s)
@@ -150,12 +154,23 @@ class DelayRules:
 
         silent_h = (at - s.last_scan_at) / H if s.last_scan_at is not None else 0.0
         stale = not done and s.stage >= Stage.PICKED_UP and silent_h >= th.stale_after_h
+        is_open = s.book.is_open("tracking_stale")
+        if stale and not is_open:
+            stale = not self._hold_stale(s, at, silent_h - th.stale_after_h)
+        else:
+            s.stale_hold = None  # scanned again (or finished) while held: nothing to say
+        if not stale and not is_open and s.stale_hold is None:
+            s.stale_silence = None
+        stale_reasons: tuple[str, ...] = (f"no_scan_for_{int(th.stale_after_h)}h",)
+        if s.stale_silence is not None and stale:
+            stale_reasons += ("still_stale_after_feed_returned" if s.stale_silence[2] is not None
+                        else "feed_silent_hold_expired",)
         out.append(Finding("tracking_stale", stale,
                            _sev(Severity.HIGH if silent_h >= th.stale_escalate_h
-                                else Severity.MEDIUM, tier),
-                           (f"no_scan_for_{int(th.stale_after_h)}h",),
+                                else Severity.MEDIUM, tier), stale_reasons,
                            lambda: {"last_scan": last_scan(), "silent_hours": round(silent_h, 1),
-                                    "allowed_hours": th.stale_after_h}))
+                                    "allowed_hours": th.stale_after_h,
+                                    **self._silence_evidence(s)}))
 
         out.append(Finding("carrier_exception", not done and s.exception_open,
                            _sev(Severity.HIGH, tier), (f"scan_{s.exception_type}",),
@@ -189,6 +204,30 @@ class DelayRules:
                            lambda: {"shortages": s.shortages[-3:]},
                            pulse=pulse == "stock_shortage"))
         return out
+
+
+    def _hold_stale(self, s: ShipmentState, at: float, overdue_h: float) -> bool:
+        """Hold this order's ``tracking_stale`` while its carrier's silent feed explains it
+        (``models.feeds``); True while held. The hold ends when the feed has been back for
+        the grace period, or ``max_hold_h`` after the stale deadline."""
+        if self.feeds is None:
+            return False
+        th = self.thresholds.feed_hold
+        silence = self.feeds.explains(s.carrier, s.last_scan_at, at)
+        if silence is None or overdue_h >= th.max_hold_h:
+            s.stale_hold = None
+            return False
+        s.stale_silence = (silence.carrier, silence.since, silence.returned)
+        first = s.stale_hold[0] if s.stale_hold is not None else at
+        s.stale_hold = (first, at + th.recheck_min * 60.0)
+        return True
+
+    @staticmethod
+    def _silence_evidence(s: ShipmentState) -> dict[str, Any]:
+        if s.stale_silence is None:
+            return {}
+        carrier, since, returned = s.stale_silence
+        return {"held_for_feed": {**Silence(carrier, since, returned).evidence()}}
 
 
 class IntegrityRules:

@@ -129,7 +129,7 @@ class PartitionEngines:
                 clocks, extra, *rest = pickle.loads(meta)  # (older workers: no offsets)
                 offsets = rest[0] if rest else {}
                 if hasattr(part, "logic"):
-                    part.logic.last_heartbeat = extra
+                    part.logic.restore_checkpoint(extra)
             self.offsets[p] = dict(offsets)
             self.settled[p] = dict(offsets)
             states = [pickle.loads(v) for k, v in list(self.table.items())
@@ -164,7 +164,8 @@ class PartitionEngines:
         part = self.parts.get(p)
         if part is None:
             return
-        extra = getattr(getattr(part, "logic", None), "last_heartbeat", None)
+        logic = getattr(part, "logic", None)
+        extra = logic.checkpoint() if logic is not None else None
         _put(self.clocks, p, f"{self.kind}:{p}",
              pickle.dumps((part.engine.clocks, extra, self.offsets.get(p, {}))), out)
 

@@ -12,6 +12,7 @@ from delaywatch.core.engine import Forward, Rejected
 from delaywatch.core.state import ShipmentState, Stage
 from delaywatch.models.audience import audience_for
 from delaywatch.models.causes import diagnose
+from delaywatch.models.feeds import CarrierFeeds
 from delaywatch.models.messages import customer_message
 from delaywatch.models.risk import MODEL_NAME, MODEL_VERSION, RiskDetector
 from delaywatch.models.rules import (
@@ -77,7 +78,10 @@ class ShipmentLogic:
         self.partition = partition
         self.stock_partitions = stock_partitions
         self.heartbeat_s = heartbeat_s
-        self.rules = DelayRules(thresholds)
+        # what this partition's scans say of each carrier's feed (stale alerts it explains
+        # are held): partition state, written with the partition's clocks
+        self.feeds = CarrierFeeds(thresholds.feed_hold)
+        self.rules = DelayRules(thresholds, self.feeds)
         self.risk = risk
         self.detectors: list[ShipmentDetector] = detectors or [self.rules, IntegrityRules()]
         if risk is not None:
@@ -88,6 +92,17 @@ class ShipmentLogic:
         per_day = thresholds.notices.max_per_day
         self._model_cap = min(MODEL_MESSAGES_PER_DAY, per_day) if risk is not None else 0
         self._rule_cap = per_day - self._model_cap
+
+    # -- partition state (beside the keys': written with the partition's clocks) -----------
+    def checkpoint(self) -> tuple[float, dict[str, Any]]:
+        return self.last_heartbeat, self.feeds.snapshot()
+
+    def restore_checkpoint(self, extra: Any) -> None:
+        if isinstance(extra, tuple):
+            self.last_heartbeat, feeds = extra
+            self.feeds.restore(feeds)
+        elif extra is not None:  # written before the feeds: the heartbeat alone
+            self.last_heartbeat = extra
 
     def new_state(self, key: str) -> ShipmentState:
         return ShipmentState(order_id=key)
@@ -136,6 +151,7 @@ class ShipmentLogic:
             if isinstance(outcome, Rejected):
                 return [outcome]
             pulse = outcome
+            self.feeds.seen(event.carrier or s.carrier, at)
         else:  # a stock notice
             notice: StockNotice = event
             s.shortages = [*s.shortages, {"warehouse_id": notice.warehouse_id, "sku": notice.sku,

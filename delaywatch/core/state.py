@@ -33,7 +33,21 @@ class Stage(IntEnum):
         return self.name.lower()
 
 
-@compact_state()
+# ShipmentState's fields before the feed hold (issue #8): its pickles in changelogs written by
+# that version are read by name
+_SHIPMENT_V1 = (
+    "order_id", "placed_at", "paid_at", "promised_at", "cancelled_at", "customer_ref",
+    "customer_tier", "warehouse_id", "carrier", "service_level", "origin_region",
+    "destination_region", "lines", "order_value", "attributes", "waybill_due", "handover_due",
+    "stage", "waybill_at", "picked_up_at", "delivered_at", "returned_at", "last_scan_at",
+    "last_scan_type", "last_location", "exception_open", "exception_type", "carrier_eta",
+    "scans", "shortages", "book", "scorings", "labelled", "eta_learned", "eta_issued", "max_p",
+    "risk", "first_seen_at", "scanned_after_cancel_at", "address_changed_after_pickup_at",
+    "backwards_scan", "told", "told_at", "model_told_at", "notices",
+)
+
+
+@compact_state(_SHIPMENT_V1)
 @dataclass(slots=True)
 class ShipmentState:
     order_id: str
@@ -88,6 +102,10 @@ class ShipmentState:
     told_at: list[float] = field(default_factory=list)  # rule alerts' customer messages
     model_told_at: list[float] = field(default_factory=list)  # the model's warnings
     notices: int = 0  # ETA/stage-change notices sent (numbers them for deduplication)
+    # tracking_stale held while the carrier's feed is silent (models.feeds): (first held at,
+    # next look at); the silence that explained it last, (carrier, since, returned)
+    stale_hold: tuple[float, float] | None = None
+    stale_silence: tuple[str, float, float | None] | None = None
 
     @property
     def finished_at(self) -> float | None:

@@ -51,3 +51,15 @@ def test_an_unknown_layout_is_refused() -> None:
         t.__setstate__(("Thing/00000000", (1, "b", [])))
     with pytest.raises(ValueError, match="required field 'a'"):
         t.__setstate__((None, {"b": "q"}))
+
+
+def test_shipment_state_written_before_the_feed_hold_still_reads() -> None:
+    """Changelogs written by the version without ``stale_hold`` / ``stale_silence``."""
+    from delaywatch.core.state import _SHIPMENT_V1
+
+    old = ShipmentState("O-1", carrier="cj", scans=3)
+    state = (layout_of(ShipmentState, _SHIPMENT_V1), tuple(getattr(old, n) for n in _SHIPMENT_V1))
+    new = ShipmentState.__new__(ShipmentState)
+    new.__setstate__(state)
+    assert (new.order_id, new.carrier, new.scans) == ("O-1", "cj", 3)
+    assert new.stale_hold is None and new.stale_silence is None

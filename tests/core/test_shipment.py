@@ -49,6 +49,7 @@ class World:
         self.dead: list[DeadLetter] = []
         self.clock: datetime | None = None
         self._n = 0
+        self.filler_carrier = "cj"  # the carrier of advance()'s filler scans
 
     # -- input -----------------------------------------------------------------------------
     def feed(self, role: str, key: str, value: dict[str, Any]) -> list[Alert]:
@@ -93,9 +94,9 @@ class World:
 
     def scan(self, order_id: str, scan_type: str, at: datetime, *,
              eta: datetime | None = None, location: str = "Icheon hub",
-             event_id: str | None = None) -> list[Alert]:
+             event_id: str | None = None, carrier: str = "cj") -> list[Alert]:
         value = {"event_id": event_id or self._id("ev-s"), "occurred_at": iso(at),
-                 "tracking_number": f"T-{order_id}", "order_id": order_id, "carrier": "cj",
+                 "tracking_number": f"T-{order_id}", "order_id": order_id, "carrier": carrier,
                  "scan_type": scan_type, "location": location}
         if eta is not None:
             value["carrier_eta"] = iso(eta)
@@ -123,7 +124,7 @@ class World:
             step = min(step + timedelta(hours=12), until)
             at = step + self.lateness
             new += self.order(FILLER, "order_placed", at)
-            new += self.scan(FILLER, "waybill_created", at)
+            new += self.scan(FILLER, "waybill_created", at, carrier=self.filler_carrier)
             new += self.inventory(*FILLER_STOCK, "stock_snapshot", 1000, at)
             if step >= until:
                 break
@@ -624,3 +625,117 @@ def test_an_order_delivered_days_early_stays_until_its_promise_to_be_learned(
     assert risk.model.n_learned > learned  # learned...
     assert risk.threshold.labels >= 1
     assert "O-1" not in states  # ... and gone
+
+
+# -- a carrier's feed goes silent (issue #8): one outage, not one stale alert per order ------
+def carrier_traffic(w: World, carrier: str, start: datetime, end: datetime) -> None:
+    """A scan of ``carrier`` every 10 minutes (parcels nobody watches), as a busy feed."""
+    t, n = start, 0
+    while t < end:
+        w.scan(f"F-{carrier}-{n % 20}", "waybill_created", t, carrier=carrier)
+        t, n = t + timedelta(minutes=10), n + 1
+
+
+@pytest.fixture
+def feed_world(make_settings, thresholds) -> World:
+    # shares learned over 50 scans (the default 1000 would need days of test traffic)
+    th = thresholds.model_copy(update={"feed_hold": thresholds.feed_hold.model_copy(
+        update={"share_window_scans": 50, "min_expected": 10})})
+    w = World(make_settings(partitions=1), th)
+    w.filler_carrier = "hj"
+    return w
+
+
+def test_stale_alerts_a_silent_carrier_feed_explains_are_held_until_it_returns(
+        feed_world) -> None:
+    """cj's feed is silent from day 0 18:00 to day 1 18:00 while hj's keeps scanning. Two cj
+    parcels picked up at 17:00 pass their 20 h limit (day 1 13:00) inside the silence: no
+    alert then. When the feed returns, the buffered scan of one of them arrives; the other is
+    still stale after the grace period (1 h) and only then gets its alert, which says why it
+    came late. An hj parcel silent as long is alerted at its own deadline: its feed flows."""
+    w = feed_world
+    for oid in ("O-1", "O-2"):
+        picked_up_order(w, oid, promised_at=kst(6, 22))
+    w.place("O-3", kst(0, 9, 55), promised_at=kst(6, 22), carrier="hj")
+    w.pay("O-3", kst(0, 10))
+    w.scan("O-3", "picked_up", kst(0, 17), carrier="hj")
+    carrier_traffic(w, "cj", kst(0, 6), kst(0, 18))
+    carrier_traffic(w, "hj", kst(0, 6), kst(1, 18))
+    w.advance(kst(1, 17, 50))
+    assert w.of("O-1", "tracking_stale") == [] and w.of("O-2", "tracking_stale") == []
+    [hj] = w.of("O-3", "tracking_stale")
+    assert (hj.status, hj.detected_at) == (AlertStatus.OPEN, kst(1, 13))
+    assert "held_for_feed" not in hj.evidence
+
+    # the feed returns with the scan it buffered at 09:00 (late: applied when its stream
+    # noticed it, just after 17:50), then its live scans
+    w.scan("O-1", "arrived_at_hub", kst(1, 9))
+    carrier_traffic(w, "cj", kst(1, 18), kst(2, 6))
+    carrier_traffic(w, "hj", kst(1, 18), kst(2, 6))
+    w.advance(kst(2, 4, 59))  # O-1 is stale again at 05:00 (09:00 + 20 h): on its own
+    assert w.of("O-1", "tracking_stale") == []
+    [late] = w.of("O-2", "tracking_stale")
+    assert late.status == AlertStatus.OPEN
+    held = late.evidence["held_for_feed"]
+    assert held["carrier"] == "cj"
+    assert datetime.fromisoformat(held["since"]) == kst(0, 17, 50)  # its last scan before
+    returned = datetime.fromisoformat(held["returned"])
+    assert kst(1, 17, 50) < returned < kst(1, 18)
+    # + 1 h grace, seen at the next 15-minute look
+    assert returned + timedelta(hours=1) <= late.detected_at <= returned + timedelta(
+        hours=1, minutes=15)
+    assert late.reason_codes == ["no_scan_for_20h", "still_stale_after_feed_returned"]
+
+
+def test_a_feed_silent_for_longer_than_the_hold_limit_lets_the_alert_out(feed_world) -> None:
+    """No order waits more than max_hold_h (24 h) past its stale deadline for its feed."""
+    w = feed_world
+    picked_up_order(w, "O-1", promised_at=kst(9, 22))
+    carrier_traffic(w, "cj", kst(0, 6), kst(0, 18))
+    carrier_traffic(w, "hj", kst(0, 6), kst(3, 0))
+    w.advance(kst(2, 23))
+    [stale] = w.of("O-1", "tracking_stale")
+    # stale at day 1 13:00, held 24 h, out at the first look past it
+    assert kst(2, 13) <= stale.detected_at <= kst(2, 13, 15)
+    assert stale.reason_codes == ["no_scan_for_20h", "feed_silent_hold_expired"]
+    assert stale.evidence["held_for_feed"]["returned"] is None
+
+
+def test_a_quiet_carrier_is_not_a_silent_feed(feed_world) -> None:
+    """A carrier with few parcels here (a scan every 4 h among hj's every 10 min) has
+    normal gaps of hours: its orders' stale alerts are not held."""
+    w = feed_world
+    picked_up_order(w, "O-1", promised_at=kst(6, 22))
+    t = kst(0, 6)
+    while t < kst(1, 18):
+        if t.minute == 0 and t.hour % 4 == 0:
+            w.scan("F-cj", "waybill_created", t)
+        t += timedelta(minutes=10)
+    carrier_traffic(w, "hj", kst(0, 6), kst(1, 18))
+    w.advance(kst(1, 14))
+    [stale] = w.of("O-1", "tracking_stale")
+    assert stale.detected_at == kst(1, 13)
+
+
+def test_the_carrier_feeds_are_written_and_restored_with_the_partition(feed_world) -> None:
+    """A worker restarted during an outage must still know the carrier is silent (the
+    feeds ride with the partition's clocks); a checkpoint of the version before them (the
+    heartbeat alone) still restores."""
+    import pickle
+
+    from delaywatch.core.shipment import ShipmentLogic
+
+    w = feed_world
+    carrier_traffic(w, "cj", kst(0, 6), kst(0, 18))
+    carrier_traffic(w, "hj", kst(0, 6), kst(1, 6))
+    w.advance(kst(1, 5))
+    logic = w.topology.shipments[0].logic
+    assert logic.feeds.explains("cj", kst(0, 12).timestamp(), kst(1, 5).timestamp())
+    again = ShipmentLogic(logic.thresholds)
+    again.restore_checkpoint(pickle.loads(pickle.dumps(logic.checkpoint())))
+    assert again.feeds.snapshot() == logic.feeds.snapshot()
+    assert again.last_heartbeat == logic.last_heartbeat
+    assert again.feeds.explains("cj", kst(0, 12).timestamp(), kst(1, 5).timestamp())
+    older = ShipmentLogic(logic.thresholds)
+    older.restore_checkpoint(123.0)
+    assert older.last_heartbeat == 123.0 and older.feeds.snapshot()["total"] == 0
