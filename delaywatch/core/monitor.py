@@ -36,13 +36,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from delaywatch.config.thresholds import MonitorThresholds
+from delaywatch.config.thresholds import MonitorThresholds, Thresholds
 from delaywatch.core.alerts import AlertBook, Finding, Transition, ts_to_dt
 from delaywatch.models.audience import audience_for
 from delaywatch.schemas.alerts import Alert, Severity
 
 __all__ = ["FeedHealth", "IncidentDetector", "OpsMonitor", "StreamClocks", "WmsProgress",
-           "event_time", "feed_of"]
+           "event_time", "feed_of", "stale_hours"]
 
 H = 3600.0
 NEG_INF = -math.inf
@@ -118,6 +118,9 @@ def feed_of(role: str, value: dict[str, Any]) -> str | None:
     return None
 
 
+BURST_CLIP = 4.0
+
+
 @dataclass(slots=True)
 class _Rate:
     """A feed's (or scope's) normal count per bucket: overall, and per bucket of the day
@@ -134,10 +137,15 @@ class _Rate:
         return seen[0] if seen is not None and seen[1] >= min_slot else None
 
     def learn(self, slot: int, count: float, alpha: float, slot_alpha: float) -> None:
+        ewma, n = self.by_slot.get(slot, (count, 0))
+        if n:
+            # a burst (a feed's backlog re-sent at once when it returns from an outage) is
+            # not its normal: learned as at most BURST_CLIP x the slot's, or the same hour
+            # the next day would look silent against it
+            count = min(count, BURST_CLIP * max(ewma, 1.0))
         self.n += 1
         self.overall = count if self.overall is None else (
             self.overall + alpha * (count - self.overall))
-        ewma, n = self.by_slot.get(slot, (count, 0))
         self.by_slot[slot] = (ewma + slot_alpha * (count - ewma) if n else count, n + 1)
 
 
@@ -160,6 +168,15 @@ class FeedHealth:
         self.next_bucket: float | None = None  # start of the first bucket not yet judged
         # in-flight orders per carrier (picked up, not yet delivered): the outage's reach
         self.in_flight: dict[str, dict[str, float]] = {}
+        # hours without a scan after which an order's tracking is stale, per carrier ("":
+        # any other); while a carrier's feed is out, the worker holds those orders' alerts
+        # and the outage counts them (the most at once: `orders_stale_held`)
+        self.stale_after_h: dict[str, float] = {"": 20.0}
+        self.stale_held: dict[str, int] = {}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # a monitor checkpointed before the stale count learns on, without it
+        self.__dict__.update({"stale_after_h": {"": 20.0}, "stale_held": {}, **state})
 
     def observe(self, stream: str, role: str, value: dict[str, Any], t: float) -> None:
         feed = feed_of(role, value)
@@ -180,6 +197,8 @@ class FeedHealth:
         if not isinstance(carrier, str) or not isinstance(order_id, str):
             return
         flying = self.in_flight.setdefault(carrier, {})
+        if kind == "waybill_created" and order_id not in flying:
+            return  # not with the carrier yet (a missed handover is not its feed's)
         if kind in ("delivered", "returned"):
             flying.pop(order_id, None)
         else:
@@ -236,7 +255,11 @@ class FeedHealth:
                 silent = (alive and len(hist) == th.window_buckets
                           and window >= th.min_expected
                           and sum(hist) <= th.silent_ratio * window)
-                back = count >= th.recover_ratio * last
+                # back once it delivers again, at least recover_ratio of its normal over the
+                # window (a quiet hour's normal may be ~0: silence then does not end an
+                # outage, nor does a trickle of scans delayed from before it)
+                back = (count > 0 and count >= th.recover_ratio * last
+                        and sum(hist) >= th.recover_ratio * window)
                 active = silent or (outage and not back)
                 if active and not outage:
                     self.since[feed] = end - len(hist) * self.bucket_s
@@ -249,20 +272,32 @@ class FeedHealth:
         since = self.since.get(feed, at)
         scope_kind, _, name = feed.partition(":")
         affected = len(self.in_flight.get(name, {})) if scope_kind == "scans" else None
+        held = None
+        if scope_kind == "scans" and (active or feed in self.stale_held):
+            held = max(self.stale_held.get(feed, 0), self._stale(name, since, at))
+            self.stale_held[feed] = held
 
         def evidence() -> dict[str, Any]:
             return {"scope": f"feed:{feed}", "since": ts_to_dt(since).isoformat(),
                     "silent_minutes": round((at - since) / 60.0, 1),
                     "window_count": seen, "window_expected": round(window, 1),
                     "last_bucket_count": count, "last_bucket_expected": round(expected, 1),
-                    "orders_in_flight": affected}
+                    "orders_in_flight": affected, "orders_stale_held": held}
 
         finding = Finding("feed_outage", active, Severity.HIGH, ("feed_silent",), evidence)
         out = [_system_alert(t, feed, f"feed:{feed}")
                for t in book.evaluate(f"feed:{feed}", [finding], at)]
         if not active:
             self.since.pop(feed, None)
+            self.stale_held.pop(feed, None)
         return out
+
+    def _stale(self, carrier: str, since: float, at: float) -> int:
+        """In-flight orders of ``carrier`` whose tracking went stale since ``since``: their
+        last scan passed the stale limit during the outage."""
+        limit = self.stale_after_h.get(carrier, self.stale_after_h.get("", 20.0)) * H
+        return sum(1 for t in self.in_flight.get(carrier, {}).values()
+                   if since <= t + limit <= at)
 
 
 class WmsProgress:
@@ -668,11 +703,22 @@ def _system_alert(t: Transition, subject: str, scope: str) -> Alert:
     )
 
 
+def stale_hours(thresholds: Thresholds) -> dict[str, float]:
+    """Per carrier (``""``: any other) the hours after which the rules call tracking stale."""
+    return {"": thresholds.defaults.stale_after_h,
+            **{c: thresholds.for_lane(c, None).stale_after_h for c in thresholds.carriers}}
+
+
 class OpsMonitor:
     """Feed health and WMS progress over the input records plus incidents over the alerts."""
 
-    def __init__(self, th: MonitorThresholds) -> None:
+    def __init__(self, th: MonitorThresholds,
+                 stale_after_h: dict[str, float] | None = None) -> None:
+        """``stale_after_h``: hours without a scan after which an order's tracking is stale,
+        per carrier and ``""`` for the others (:func:`stale_hours` of the thresholds)."""
         self.feeds = FeedHealth(th)
+        if stale_after_h:
+            self.feeds.stale_after_h = dict(stale_after_h)
         self.wms = WmsProgress(th)
         self.incidents = IncidentDetector(th)
 
