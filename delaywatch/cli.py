@@ -119,6 +119,8 @@ def simulate(
     scenario: str | None = typer.Option(
         None, help="an operational failure on the promotion day: carrier_outage, "
         "hub_congestion or integration_failure (the truth's meta record says what it did)"),
+    scenario_hours: float | None = typer.Option(
+        None, help="make the scenario last this many hours from its usual start"),
 ) -> None:
     """Simulate OMS/WMS/TMS streams with injected incidents and noise."""
     from datetime import datetime
@@ -129,7 +131,7 @@ def simulate(
     first = datetime.fromisoformat(start).replace(tzinfo=KST) if start else None
     try:
         records, facts = run(orders=orders, seed=seed, noise=noise, start=first,
-                             scenario=scenario)
+                             scenario=scenario, scenario_hours=scenario_hours)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
     for path in (out, truth):

@@ -325,7 +325,7 @@ class _Order:
 
 class _Sim:
     def __init__(self, orders: int, seed: int, start: datetime, promo: bool, noise: bool,
-                 scenario: str | None = None):
+                 scenario: str | None = None, scenario_hours: float | None = None):
         self.n_orders = orders
         self.seed = seed
         self.rng = random.Random(seed)
@@ -337,12 +337,13 @@ class _Sim:
         self.promo_day = self.days // 2 if promo else None
         base = _day0(self.start)
         self.promo_start = base + self.promo_day * DAY if self.promo_day is not None else None
-        self.scenario = scenario
+        self.scenario, self.scenario_hours = scenario, scenario_hours
         self.window = (0, 0)  # the scenario's [start, end), epoch ms
         if scenario is not None:
             day = self.promo_start if self.promo_start is not None else base + DAY
-            lo, hi = _SCENARIO_HOURS[scenario]
-            self.window = (day + lo * HOUR, day + hi * HOUR)
+            lo, end = _SCENARIO_HOURS[scenario]
+            hi = float(end if scenario_hours is None else lo + scenario_hours)
+            self.window = (day + lo * HOUR, day + int(hi * HOUR))
         # the scenario's own draws: every other order stays as the same seed makes it
         self.srng = random.Random(f"{seed}:{scenario}")
         self.affected = 0
@@ -1081,7 +1082,9 @@ class _Sim:
         }
         if self.scenario is not None:
             meta["scenario"] = {
-                "name": self.scenario, "what": SCENARIOS[self.scenario],
+                "name": self.scenario, "what": SCENARIOS[self.scenario] + (
+                    f" (this run: {self.scenario_hours:g} h instead, see start and end)"
+                    if self.scenario_hours else ""),
                 "scope": {"carrier_outage": f"carrier:{OUTAGE_CARRIER}",
                           "hub_congestion": f"hub:{CONGESTED_HUB}",
                           "integration_failure": "feed:wms"}[self.scenario],
@@ -1109,6 +1112,7 @@ def simulate(
     promo: bool = True,
     noise: bool = True,
     scenario: str | None = None,
+    scenario_hours: float | None = None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Return ``(records, truth)`` for ``orders`` orders; deterministic per ``seed``.
 
@@ -1116,13 +1120,18 @@ def simulate(
     ``promo=False`` drops the promotion day (surge, hub congestion, oversell and
     stock-mismatch incidents); ``noise=False`` drops duplicates, reordering, late and
     malformed records. ``scenario`` (a key of :data:`SCENARIOS`) adds one operational failure
-    on the promotion day and leaves every other order as the same seed makes it.
+    on the promotion day and leaves every other order as the same seed makes it;
+    ``scenario_hours`` makes it last that long from its usual start (e.g. a carrier feed
+    down for a day: long enough for in-flight orders to go stale).
     """
     if orders < 0:
         raise ValueError("orders must be >= 0")
     if scenario is not None and scenario not in SCENARIOS:
         raise ValueError(f"unknown scenario {scenario!r}: one of {', '.join(SCENARIOS)}")
-    sim = _Sim(orders, seed, DEFAULT_START if start is None else start, promo, noise, scenario)
+    if scenario_hours is not None and (scenario is None or scenario_hours <= 0):
+        raise ValueError("scenario_hours needs a scenario and must be > 0")
+    sim = _Sim(orders, seed, DEFAULT_START if start is None else start, promo, noise, scenario,
+               scenario_hours)
     return sim.run()
 
 

@@ -72,6 +72,25 @@ def test_a_silent_carrier_feed_is_one_outage_opened_within_the_hour_and_resolved
     assert alert.evidence["window_count"] == 0 and alert.evidence["orders_in_flight"] > 0
 
 
+def test_a_day_long_outage_is_one_alert_that_counts_the_orders_it_leaves_stale() -> None:
+    """A silent for 30 h: one open, one resolve. The outage counts A's in-flight orders whose
+    20 h stale limit passed while it lasted (the worker holds their per-order alerts): those
+    last scanned from 20 h before it began to 20 h before it ended, 60 an hour. The burst A
+    re-sends when it returns is not learned as its normal: the same hour of the next day,
+    with A's usual traffic, is no outage."""
+    shop = Shop()
+    shop.run(T0, T0 + DAY + 10 * H)
+    shop.run(T0 + DAY + 10 * H, T0 + 2 * DAY + 16 * H, hold=("A",))
+    shop.release()
+    shop.run(T0 + 2 * DAY + 16 * H, T0 + 4 * DAY)
+    [opened, resolved] = shop.of("feed_outage:scans:A")
+    assert opened[0] == AlertStatus.OPEN and resolved[0] == AlertStatus.RESOLVED
+    assert T0 + 2 * DAY + 15 * H <= resolved[1] <= T0 + 2 * DAY + 16.5 * H
+    last = [a for a in shop.system if a.key == "feed_outage:scans:A"][-1]
+    # scanned day 0 14:00 .. day 1 ~20:00 (the resolve - 20 h): ~30 h x 60
+    assert 29 * 60 <= last.evidence["orders_stale_held"] <= 31 * 60
+
+
 def test_a_whole_feed_topic_gone_silent_is_judged_once_the_service_stops_waiting() -> None:
     shop = Shop()
     shop.run(T0, T0 + DAY + 10 * H)
@@ -265,3 +284,33 @@ def test_the_scenarios_through_replay(scenario, check, make_settings, thresholds
     else:
         assert q["incident"]["opens"] == 1
         assert abs(q["incident"]["affected_error"]) <= 0.10
+
+
+def test_a_carrier_feed_down_for_a_day_is_one_outage_not_a_stale_alert_per_order(
+        make_settings, thresholds) -> None:
+    """``carrier_outage`` lasting 24 h: long enough for CJ's in-flight orders to pass their
+    20 h stale limit while its feed is down. The worker holds those alerts (the monitor
+    counts them on the outage), and the orders still stale once the feed is back are alerted
+    then, each a parcel that really went quiet (the truth: stale tracking or slow transit)."""
+    from delaywatch.replay import replay, system_quality
+    from delaywatch.simulate import simulate
+
+    records, truth = simulate(orders=20000, seed=7, scenario="carrier_outage",
+                              scenario_hours=24)
+    result = replay(records, make_settings(), thresholds)
+    q = system_quality(result.system, result.alerts, truth)["outage"]
+    print(f"\ncarrier_outage 24 h: {q}")
+    assert q["detected"] and q["detection_delay_minutes"] <= 60
+    assert (q["opens"], q["resolves"]) == (1, 1)
+    assert q["per_order_alerts_during_rate"] <= 0.01
+    [resolved] = [a for a in result.system
+                  if a.key == "feed_outage:scans:CJ" and a.status == AlertStatus.RESOLVED]
+    held = resolved.evidence["orders_stale_held"]
+    after = {a.order_id for a in result.alerts
+             if a.kind == "tracking_stale" and "held_for_feed" in a.evidence}
+    print(f"held {held}, alerted after the feed returned {len(after)}")
+    assert held >= 1000 and 0 < len(after) <= 0.05 * held
+    incidents = {r["order_id"]: {i["kind"] for i in r["incidents"]}
+                 for r in truth if r.get("type") == "order" and r["order_id"] in after}
+    assert all(kinds - {"carrier_outage"} for kinds in incidents.values()), incidents
+
