@@ -151,7 +151,8 @@ class FeedHoldThresholds(BaseModel):
     share of the scans (learned over ``share_window_scans``) says ``min_expected`` of its own
     were due among the other carriers' since; held orders are looked at again every
     ``recheck_min``, alerted ``grace_h`` after the feed returns if still stale, and at most
-    ``max_hold_h`` after their stale deadline."""
+    ``max_hold_h`` after their stale deadline. Only scans applied within
+    ``backlog_after_min`` of happening count as a live feed."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -159,6 +160,7 @@ class FeedHoldThresholds(BaseModel):
     silent_after_h: float = Field(1.0, gt=0)
     min_expected: float = Field(20.0, gt=0)
     share_window_scans: int = Field(1000, ge=10)
+    backlog_after_min: float = Field(60.0, gt=0)  # older scans are backlog, not a live feed
     grace_h: float = Field(1.0, ge=0)
     recheck_min: float = Field(15.0, gt=0)
     max_hold_h: float = Field(24.0, ge=0)

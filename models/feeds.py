@@ -21,7 +21,10 @@ the same ones in the same order, so live and replay hold the same alerts):
   like an outage (every carrier slows alike), and a carrier with few parcels here needs a
   long gap before it counts;
 * a silence ends with the carrier's next scan; orders last scanned before that moment stay
-  explained for ``grace_h`` more (the scans buffered by the carrier arrive in a burst).
+  explained for ``grace_h`` more (the scans buffered by the carrier arrive in a burst);
+* only fresh scans count, those applied less than ``backlog_after_min`` after they happened:
+  a scan hours old says the carrier worked then, not that its feed works now (a trickle of
+  delayed scans through a dead feed, the burst of buffered ones when it returns).
 
 A whole scan feed gone at once (every carrier) is not judged here: its silence holds the
 partition's event time itself (see the README's known limits).
@@ -63,9 +66,10 @@ class CarrierFeeds:
         self.share: dict[str, float] = {}  # ... and its share then (EWMA over scans)
         self.silences: dict[str, Silence] = {}  # the latest silence that ended
 
-    def seen(self, carrier: str | None, at: float) -> None:
-        """A scan of ``carrier`` applied at (effective) event time ``at``."""
-        if carrier is None:
+    def seen(self, carrier: str | None, at: float, occurred: float) -> None:
+        """A scan of ``carrier`` that happened at ``occurred``, applied at (effective) event
+        time ``at``."""
+        if carrier is None or at - occurred > self.th.backlog_after_min * 60.0:
             return
         self.total += 1
         last = self.last.get(carrier)

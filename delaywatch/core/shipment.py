@@ -151,7 +151,7 @@ class ShipmentLogic:
             if isinstance(outcome, Rejected):
                 return [outcome]
             pulse = outcome
-            self.feeds.seen(event.carrier or s.carrier, at)
+            self.feeds.seen(event.carrier or s.carrier, at, event.occurred_at.timestamp())
         else:  # a stock notice
             notice: StockNotice = event
             s.shortages = [*s.shortages, {"warehouse_id": notice.warehouse_id, "sku": notice.sku,
