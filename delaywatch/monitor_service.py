@@ -34,7 +34,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer
 from delaywatch.config.settings import Settings
 from delaywatch.config.thresholds import Thresholds, load_thresholds
 from delaywatch.core.decode import DecodeError, decode
-from delaywatch.core.monitor import OpsMonitor, stale_hours
+from delaywatch.core.monitor import OpsMonitor
 from delaywatch.kafka_io import client_config
 from delaywatch.schemas.alerts import Alert
 
@@ -51,8 +51,8 @@ class MonitorService:
                  idle_advance_s: float = 60.0, max_wall_skew_s: float = 7200.0,
                  clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
-        full = thresholds or load_thresholds(settings.thresholds_file)
-        self.th, self.stale_after_h = full.monitor, stale_hours(full)
+        self.thresholds = thresholds or load_thresholds(settings.thresholds_file)
+        self.th = self.thresholds.monitor
         self.state_path = state_path
         self.checkpoint_s = checkpoint_s
         self.idle_advance_s = idle_advance_s
@@ -75,7 +75,7 @@ class MonitorService:
                 log.info("monitor_restored", partitions=len(offsets))
                 return monitor, offsets
             log.warning("monitor_state_ignored", version=version)
-        return OpsMonitor(self.th, self.stale_after_h), {}
+        return OpsMonitor.of(self.thresholds), {}
 
     def _checkpoint(self, producer: Producer) -> None:
         if producer.flush(60) != 0:

@@ -20,7 +20,7 @@ import orjson
 
 from delaywatch.config.settings import Settings
 from delaywatch.config.thresholds import Thresholds, load_thresholds
-from delaywatch.core.monitor import OpsMonitor, event_time, stale_hours
+from delaywatch.core.monitor import OpsMonitor, event_time
 from delaywatch.core.pipeline import INPUT_ROLES, Topology, partition_for
 from delaywatch.models.risk import ModelEvent, Outcome, Prediction
 from delaywatch.schemas.alerts import Alert, AlertStatus
@@ -163,8 +163,7 @@ def replay(
     if configure is not None:
         configure(topo)
     result = ReplayResult()
-    monitor = (OpsMonitor(thresholds.monitor, stale_hours(thresholds)) if with_monitor
-               else None)
+    monitor = OpsMonitor.of(thresholds) if with_monitor else None
     if monitor is not None:
         monitor.expect([f"{r}:{p}" for r in INPUT_ROLES for p in range(topo.n)],
                        [f"alerts:{p}" for p in range(topo.n)])

@@ -36,10 +36,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from delaywatch.config.thresholds import MonitorThresholds, Thresholds
+from delaywatch.config.thresholds import (
+    NO_COMPENSATION,
+    CompensationRule,
+    MonitorThresholds,
+    Thresholds,
+)
 from delaywatch.core.alerts import AlertBook, Finding, Transition, ts_to_dt
 from delaywatch.models.audience import audience_for
-from delaywatch.schemas.alerts import Alert, Severity
+from delaywatch.schemas.alerts import Alert, Cause, Severity
 
 __all__ = ["FeedHealth", "IncidentDetector", "OpsMonitor", "StreamClocks", "WmsProgress",
            "event_time", "feed_of", "stale_hours"]
@@ -488,8 +493,12 @@ class IncidentDetector:
     open incident, so one congested hub is one incident, not also one for its carrier.
     """
 
-    def __init__(self, th: MonitorThresholds) -> None:
+    def __init__(self, th: MonitorThresholds,
+                 compensation: list[CompensationRule] | None = None) -> None:
         self.th = th
+        # the compensation policy (config/thresholds.yaml), suggested per affected order
+        self.policy = list(compensation or [])
+        self.tiers: dict[str, str | None] = {}  # order -> customer tier (from its alerts)
         self.bucket_s = th.incident_bucket_h * H
         self.day_buckets = max(1, round(86400.0 / self.bucket_s))
         self.clocks = StreamClocks(th.lateness_s)  # alert streams
@@ -523,10 +532,18 @@ class IncidentDetector:
         if self.next_bucket is None:
             self.next_bucket = start
         stuck = _stuck_hours(alert)
+        self.tiers[alert.order_id] = alert.customer_tier
+        if len(self.tiers) > self.th.max_in_flight:  # bound: forget the oldest tenth
+            for o in list(itertools.islice(self.tiers, len(self.tiers) // 10)):
+                del self.tiers[o]
         for scope in _scopes(alert):
             orders = self.buckets.setdefault(scope, {}).setdefault(start, {})
             if alert.order_id not in orders:
                 orders[alert.order_id] = stuck if stuck is not None else math.nan
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # a monitor checkpointed before incidents suggested compensation
+        self.__dict__.update({"policy": [], "tiers": {}, **state})
 
     def judge(self, until: float) -> list[Alert]:
         """Judge the buckets that end by ``until`` on both the alert and the input clocks
@@ -631,12 +648,13 @@ class IncidentDetector:
 
         def evidence() -> dict[str, Any]:
             ids = sorted(inc.orders)
+            stuck = round(statistics.median(inc.stuck_h), 1) if inc.stuck_h else None
             return {
                 "scope": inc.scope, "since": ts_to_dt(inc.since).isoformat(),
                 "affected_orders": len(ids), "orders": ids[: self.th.incident_max_listed],
-                "typical_stuck_hours": round(statistics.median(inc.stuck_h), 1)
-                if inc.stuck_h else None,
+                "typical_stuck_hours": stuck,
                 "alternatives": alternatives,
+                "compensation": self._compensation(kind, ids, stuck or 0.0, at),
                 "apology_ko": f"{name} 구간의 배송 지연으로 도착이 늦어지고 있습니다. "
                               "불편을 드려 죄송합니다.",
                 "apology_en": f"Deliveries through {name} are delayed. "
@@ -648,6 +666,34 @@ class IncidentDetector:
         book = self.books.setdefault(inc.scope, AlertBook())
         return [_system_alert(t, inc.scope, inc.scope)
                 for t in book.evaluate(f"incident:{inc.scope}", [finding], at)]
+
+
+    def _compensation(self, kind: str, orders: list[str], late_h: float,
+                      at: float) -> dict[str, Any] | None:
+        """What the compensation policy suggests for the affected orders, per customer tier:
+        the incident's cause, its typical hours stuck as the delay, the first matching rule
+        (as ``promise_broken`` alerts choose theirs, ``shipment._compensation``)."""
+        if not self.policy:
+            return None
+        cause = _SCOPE_CAUSE.get(kind, Cause.UNKNOWN).value
+        counts: dict[str | None, int] = {}
+        for o in orders:
+            tier = self.tiers.get(o)
+            counts[tier] = counts.get(tier, 0) + 1
+        by_tier: dict[str, Any] = {}
+        for tier in sorted(counts, key=lambda t: t or ""):
+            rule = next((r for r in self.policy if r.matches(tier, late_h, cause)), None)
+            entry: dict[str, Any] = {"orders": counts[tier], "rule": rule.name if rule else None}
+            if rule is not None and rule.kind != NO_COMPENSATION:
+                entry.update(kind=rule.kind, amount_krw=rule.amount_krw,
+                             expires_at=ts_to_dt(at + rule.expires_days * 86400.0).isoformat())
+            by_tier[tier or "-"] = entry
+        return {"cause": cause, "late_h": late_h, "by_tier": by_tier}
+
+
+# the cause an incident of each kind of scope stands for (its affected orders' compensation)
+_SCOPE_CAUSE = {"hub": Cause.CARRIER_DELAY, "carrier": Cause.CARRIER_DELAY,
+                "warehouse": Cause.PICKING_BACKLOG}
 
 
 def _traffic_scope(role: str, value: dict[str, Any]) -> str | None:
@@ -713,14 +759,21 @@ class OpsMonitor:
     """Feed health and WMS progress over the input records plus incidents over the alerts."""
 
     def __init__(self, th: MonitorThresholds,
-                 stale_after_h: dict[str, float] | None = None) -> None:
+                 stale_after_h: dict[str, float] | None = None,
+                 compensation: list[CompensationRule] | None = None) -> None:
         """``stale_after_h``: hours without a scan after which an order's tracking is stale,
-        per carrier and ``""`` for the others (:func:`stale_hours` of the thresholds)."""
+        per carrier and ``""`` for the others (:func:`stale_hours` of the thresholds);
+        ``compensation``: the policy whose suggestion an incident carries per tier."""
         self.feeds = FeedHealth(th)
         if stale_after_h:
             self.feeds.stale_after_h = dict(stale_after_h)
         self.wms = WmsProgress(th)
-        self.incidents = IncidentDetector(th)
+        self.incidents = IncidentDetector(th, compensation)
+
+    @classmethod
+    def of(cls, thresholds: Thresholds) -> OpsMonitor:
+        """The monitor the thresholds describe (its own, the stale limits, the policy)."""
+        return cls(thresholds.monitor, stale_hours(thresholds), thresholds.compensation)
 
     def expect(self, inputs: Iterable[str], alerts: Iterable[str]) -> None:
         """The input streams (topic partitions) and delay-alert streams there are."""

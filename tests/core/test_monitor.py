@@ -121,20 +121,22 @@ def test_without_history_nothing_is_judged() -> None:
     assert shop.system == []
 
 
-def _stale(order_id: str, at: float, hub: str, carrier: str = "A") -> Alert:
+def _stale(order_id: str, at: float, hub: str, carrier: str = "A",
+           tier: str | None = None) -> Alert:
     return Alert(
         alert_id=alert_id_for(order_id, "tracking_stale", 1), status=AlertStatus.OPEN,
         category="delay", kind="tracking_stale", key=order_id, episode=1,
         severity=Severity.MEDIUM, reason_codes=[], detected_at=ts_to_dt(at), order_id=order_id,
-        carrier=carrier, evidence={"last_scan": {"type": "arrived_at_hub", "location": hub,
-                                                 "at": None}, "silent_hours": 20.0})
+        carrier=carrier, customer_tier=tier,
+        evidence={"last_scan": {"type": "arrived_at_hub", "location": hub, "at": None},
+                  "silent_hours": 20.0})
 
 
 class Hubs:
     """Four hubs with equal traffic (carrier A); per-order stale alerts at a chosen rate."""
 
-    def __init__(self) -> None:
-        self.monitor = OpsMonitor(TH)
+    def __init__(self, monitor: OpsMonitor | None = None) -> None:
+        self.monitor = monitor or OpsMonitor(TH)
         self.system: list[Alert] = []
         self.n = 0
 
@@ -150,8 +152,9 @@ class Hubs:
         for hub, k in alerts_per_hub.items():
             for i in range(k):
                 self.n += 1
-                self.system += self.monitor.on_alerts(
-                    "alerts:0", [_stale(f"O-{self.n}", t + i * 60.0 / max(k, 1) * MIN, hub)])
+                tier = "vip" if self.n % 10 == 0 else "standard"  # every tenth order
+                self.system += self.monitor.on_alerts("alerts:0", [_stale(
+                    f"O-{self.n}", t + i * 60.0 / max(k, 1) * MIN, hub, tier=tier)])
 
     def incidents(self) -> list[Alert]:
         return [a for a in self.system if a.kind == "incident"]
@@ -173,6 +176,29 @@ def test_one_hub_far_above_its_share_is_one_incident_counting_its_orders() -> No
     # 180 congested, plus the hub's normal ones in the window and until it calms down
     assert 180 <= resolved.evidence["affected_orders"] <= 200
     assert resolved.evidence["typical_stuck_hours"] == 20.0
+
+
+def test_an_incident_suggests_the_policys_compensation_per_customer_tier(thresholds) -> None:
+    """The congested hub's orders get what the compensation policy grants for their tier
+    and the incident's cause (carrier_delay) and typical delay (20 h stuck): every tenth
+    order is a VIP's."""
+    hubs = Hubs(OpsMonitor(TH, compensation=thresholds.compensation))
+    normal = {"H0": 1, "H1": 1, "H2": 1, "H3": 1}
+    for i in range(72):
+        hubs.hour(T0 + i * H, {**normal, "H1": 30} if 48 <= i < 54 else normal)
+    [_, resolved] = hubs.incidents()
+    comp = resolved.evidence["compensation"]
+    assert (comp["cause"], comp["late_h"]) == ("carrier_delay", 20.0)
+    by_tier = comp["by_tier"]
+    assert by_tier["vip"]["orders"] + by_tier["standard"]["orders"] == resolved.evidence[
+        "affected_orders"]
+    assert 0.05 < by_tier["vip"]["orders"] / resolved.evidence["affected_orders"] < 0.15
+    expect = {t: thresholds.compensation_for(t, 20.0, "carrier_delay") for t in by_tier}
+    for tier, rule in expect.items():
+        assert rule is not None
+        assert (by_tier[tier]["rule"], by_tier[tier]["amount_krw"]) == (rule.name,
+                                                                          rule.amount_krw)
+    assert by_tier["vip"]["amount_krw"] > by_tier["standard"]["amount_krw"]
 
 
 def test_a_surge_everywhere_is_not_an_incident() -> None:
