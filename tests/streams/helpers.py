@@ -16,6 +16,19 @@ def alert_signature(alerts: list[dict[str, Any]]) -> Counter[tuple[str, str, str
     return Counter((a["alert_id"], a["kind"], a["status"], _notice(a)) for a in alerts)
 
 
+def same_alerts(live: list[dict[str, Any]], expected: list[Any]
+                ) -> Counter[tuple[str, str, str, Any]]:
+    """Assert the live alert messages are the expected run's (pydantic Alerts), re-sent
+    duplicates aside (at-least-once: a redelivered record may repeat an alert, never invent
+    or lose one); returns the live ones by identity, duplicates counted."""
+    got = alert_signature(live)
+    want = alert_signature([a.model_dump(mode="json") for a in expected])
+    missing, extra = set(want) - set(got), set(got) - set(want)
+    assert not missing and not extra, (
+        f"missing {len(missing)} {sorted(missing)[:5]} extra {len(extra)} {sorted(extra)[:5]}")
+    return got
+
+
 def _notice(a: dict[str, Any]) -> Any:
     evidence = a.get("evidence")
     return evidence.get("notice") if isinstance(evidence, dict) else None

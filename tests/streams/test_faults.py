@@ -21,7 +21,7 @@ from delaywatch.broker import Broker
 from delaywatch.kafka_io import create_all_topics, produce_records
 from delaywatch.notify import DeliveredStore, Notifier, file_sink
 from delaywatch.replay import replay
-from tests.streams.helpers import alert_signature, wait_for_outputs
+from tests.streams.helpers import alert_signature, same_alerts, wait_for_outputs
 
 pytestmark = [pytest.mark.broker, pytest.mark.faults]
 
@@ -87,11 +87,7 @@ def test_ten_kills_lose_nothing_and_the_notifier_delivers_each_alert_once(
     final = start_worker(env)
     live = wait_for_outputs(settings, final, len(expected.alerts), len(expected.dead_letters),
                             timeout_s=240.0)
-    got = alert_signature(live["alerts"])
-    want = alert_signature([a.model_dump(mode="json") for a in expected.alerts])
-    missing, extra = set(want) - set(got), set(got) - set(want)
-    assert not missing and not extra, (
-        f"missing {len(missing)} {sorted(missing)[:5]} extra {len(extra)} {sorted(extra)[:5]}")
+    got = same_alerts(live["alerts"], expected.alerts)
     by_key: dict[str, dict[str, Any]] = {}
     for a in live["alerts"]:
         prev = by_key.setdefault(DeliveredStore.key(a), a)  # a message's identity
@@ -107,8 +103,8 @@ def test_ten_kills_lose_nothing_and_the_notifier_delivers_each_alert_once(
     assert len(keys) == len(set(keys)) == len(by_key), (
         f"sink got {len(keys)} messages, {len(set(keys))} distinct, {len(by_key)} expected")
     print(f"\n10 kill -9 (at {', '.join(f'{k:.1f}' for k in kills)} s into processing), "
-          f"{len(records)} records: alerts expected {len(want)}, delivered {len(got)} "
-          f"distinct, {duplicates} re-sent duplicates (same alert_id); notifier: "
+          f"{len(records)} records: alerts delivered {len(got)} distinct == expected, "
+          f"{duplicates} re-sent duplicates (same alert_id); notifier: "
           f"{counts['delivered']} delivered once each, {counts['duplicates']} deduped; "
           f"final worker's /metrics: {scrape}")
 
@@ -206,18 +202,14 @@ def _outage_run(persistent_kafka, small_world, make_settings, thresholds, worker
     live = wait_for_outputs(settings, worker, len(expected.alerts),
                             len(expected.dead_letters), timeout_s=300.0)
     recovered_s = time.monotonic() - t0
-    got = alert_signature(live["alerts"])
-    want = alert_signature([a.model_dump(mode="json") for a in expected.alerts])
-    missing, extra = set(want) - set(got), set(got) - set(want)
-    assert not missing and not extra, (
-        f"missing {len(missing)} {sorted(missing)[:5]} extra {len(extra)} {sorted(extra)[:5]}")
+    got = same_alerts(live["alerts"], expected.alerts)
     distinct = {DeliveredStore.key(a) for a in live["alerts"]}
     delivered = notifier.wait_for(len(distinct), timeout_s=180.0)
     assert len(delivered) == len(set(delivered)) and set(delivered) == distinct, (
         f"sink: {len(delivered)} messages, {len(set(delivered))} distinct, "
         f"{len(distinct)} expected")
     assert worker.alive(), worker.log_tail()
-    return (f"{what}: alerts expected {len(want)}, on the topics {len(got)} distinct "
+    return (f"{what}: alerts on the topics {len(got)} distinct == expected "
             f"({sum(got.values()) - len(got)} re-sent duplicates), sink {len(delivered)} once "
             f"each; outputs complete {recovered_s:.0f} s after the outage began")
 
