@@ -107,23 +107,36 @@ def _ack_held(consumer: Any) -> list[Any]:
     return filled
 
 
+def _patch_once(cls: Any, marker: str, wraps: tuple[str, ...], warning: str,
+                install: Callable[[], None]) -> None:
+    """Run ``install`` (which wraps methods of ``cls``) once per process, and only while
+    ``cls`` still has every method in ``wraps``: a Faust upgrade that renames them logs
+    ``warning`` and runs unpatched rather than failing at start-up."""
+    if getattr(cls, marker, False):
+        return
+    if not all(hasattr(cls, name) for name in wraps):
+        log.warning(warning, reason=f"Faust's {cls.__name__} changed")
+        return
+    install()
+    setattr(cls, marker, True)
+
+
 def _idempotent_producer() -> None:
     producer = faust_aiokafka.Producer
-    if getattr(producer, _APPLIED, False):
-        return
-    if not hasattr(producer, "_settings_extra"):
-        log.warning("faust_idempotence_not_applied", reason="Faust's Producer changed")
-        return
-    original = producer._settings_extra
 
-    def _settings_extra(self: Any) -> Any:
-        extra = {**original(self), "acks": "all"}
-        if _IDEMPOTENT[0]:
-            extra["enable_idempotence"] = True
-        return extra
+    def install() -> None:
+        original = producer._settings_extra
 
-    producer._settings_extra = _settings_extra  # type: ignore[method-assign]
-    setattr(producer, _APPLIED, True)
+        def _settings_extra(self: Any) -> Any:
+            extra = {**original(self), "acks": "all"}
+            if _IDEMPOTENT[0]:
+                extra["enable_idempotence"] = True
+            return extra
+
+        producer._settings_extra = _settings_extra  # type: ignore[method-assign]
+
+    _patch_once(producer, _APPLIED, ("_settings_extra",), "faust_idempotence_not_applied",
+                install)
 
 
 _IDEMPOTENT = [True]
@@ -139,32 +152,30 @@ def before_wait_empty(hook: Callable[[], Awaitable[None]] | None) -> None:
 
 
 def _settle_before_wait_empty() -> None:
-    if getattr(Consumer, _WAIT_APPLIED, False):
-        return
-    if not hasattr(Consumer, "wait_empty"):
-        log.warning("faust_wait_empty_hook_not_applied", reason="Faust's Consumer changed")
-        return
-    original = Consumer.wait_empty
+    def install() -> None:
+        original = Consumer.wait_empty
 
-    async def wait_empty(self: Any) -> None:
-        hook = _BEFORE_WAIT_EMPTY[0]
-        if hook is None:
-            await original(self)
-            return
+        async def wait_empty(self: Any) -> None:
+            hook = _BEFORE_WAIT_EMPTY[0]
+            if hook is None:
+                await original(self)
+                return
 
-        async def settle() -> None:
-            while True:
-                await hook()
-                await asyncio.sleep(0.5)
+            async def settle() -> None:
+                while True:
+                    await hook()
+                    await asyncio.sleep(0.5)
 
-        settling = asyncio.ensure_future(settle())
-        try:
-            await original(self)
-        finally:
-            settling.cancel()
+            settling = asyncio.ensure_future(settle())
+            try:
+                await original(self)
+            finally:
+                settling.cancel()
 
-    Consumer.wait_empty = wait_empty  # type: ignore[method-assign]
-    setattr(Consumer, _WAIT_APPLIED, True)
+        Consumer.wait_empty = wait_empty  # type: ignore[method-assign]
+
+    _patch_once(Consumer, _WAIT_APPLIED, ("wait_empty",), "faust_wait_empty_hook_not_applied",
+                install)
 
 
 def release(message: Any) -> None:
@@ -173,27 +184,28 @@ def release(message: Any) -> None:
     message.acked = True
 
 
+def _commit_fixes() -> None:
+    def install() -> None:
+        original = Consumer._new_offset
+
+        def _new_offset(self: Any, tp: Any) -> int | None:
+            _drop_acked_from_gaps(self, tp)
+            return original(self, tp)
+
+        Consumer._new_offset = _new_offset  # type: ignore[method-assign]
+        filter_committable = Consumer._filter_committable_offsets
+
+        def _filter_committable_offsets(self: Any, tps: Any) -> Any:
+            return filter_committable(self, {*tps, *_ack_held(self)})
+
+        Consumer._filter_committable_offsets = _filter_committable_offsets  # type: ignore[method-assign]
+
+    _patch_once(Consumer, _APPLIED, ("_new_offset", "_add_gap", "_filter_committable_offsets"),
+                "faust_gap_fix_not_applied", install)
+
+
 def apply(idempotent_producer: bool = True) -> None:
     _IDEMPOTENT[0] = idempotent_producer
     _idempotent_producer()
     _settle_before_wait_empty()
-    if getattr(Consumer, _APPLIED, False):
-        return
-    if not all(hasattr(Consumer, a) for a in ("_new_offset", "_add_gap",
-                                              "_filter_committable_offsets")):
-        log.warning("faust_gap_fix_not_applied", reason="Faust's Consumer changed")
-        return
-    original = Consumer._new_offset
-
-    def _new_offset(self: Any, tp: Any) -> int | None:
-        _drop_acked_from_gaps(self, tp)
-        return original(self, tp)
-
-    Consumer._new_offset = _new_offset  # type: ignore[method-assign]
-    filter_committable = Consumer._filter_committable_offsets
-
-    def _filter_committable_offsets(self: Any, tps: Any) -> Any:
-        return filter_committable(self, {*tps, *_ack_held(self)})
-
-    Consumer._filter_committable_offsets = _filter_committable_offsets  # type: ignore[method-assign]
-    setattr(Consumer, _APPLIED, True)
+    _commit_fixes()
