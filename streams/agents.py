@@ -29,10 +29,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import os
 import pickle
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
@@ -100,6 +101,15 @@ class PartitionEngines:
         # a batch is being applied and its outputs are not yet all on the broker: the
         # engines are ahead of what was sent, and their state must not be written (a
         # cancelled batch leaves this set; its events are then re-delivered)
+        self.torn = False
+
+    @contextlib.contextmanager
+    def applying(self) -> Iterator[None]:
+        """Engines ahead of what was sent while the block runs (their state must not be
+        written). A block cut short -- cancelled by a shutdown -- leaves them torn: its
+        events are then released unwritten and delivered again."""
+        self.torn = True
+        yield
         self.torn = False
 
     def reset(self) -> None:
@@ -337,6 +347,7 @@ class Agents:
         # events handled per topic since the last _count(): a prometheus counter takes a
         # lock per increment, which cost ~8 % of the worker's time per event (py-spy)
         self._counted: collections.Counter[str] = collections.Counter()
+        self._alerted: collections.Counter[tuple[str, str]] = collections.Counter()  # alike
         count_state_as_acked(self._held_offsets)
         self.metrics_port = settings.worker.metrics_port
         self.assigned: set[Any] = set()
@@ -504,22 +515,21 @@ class Agents:
                 started = time.perf_counter()
                 out = Outbox(self.producer, self.metrics)
                 touched: set[int] = set()
-                engines.torn = True
-                for event in batch:
-                    msg = event.message
-                    part = engines.get(msg.partition)
-                    if engines.applied(msg.partition, msg.topic, msg.offset):
-                        # at-least-once: already applied before a crash or rebalance
-                        self.metrics.redelivered.labels(msg.topic).inc()
-                        continue
-                    for source, value in await self._skipped_records(engines, msg):
-                        self._apply(engines, part, handle, source, value, out)
-                    self._apply(engines, part, handle, source_of(msg), event.value, out)
-                    touched.add(msg.partition)
-                    msg.incref()
-                    engines.held.append(event)
-                await self._deliver(engines, touched, out)
-                engines.torn = False
+                with engines.applying():
+                    for event in batch:
+                        msg = event.message
+                        part = engines.get(msg.partition)
+                        if engines.applied(msg.partition, msg.topic, msg.offset):
+                            # at-least-once: already applied before a crash or rebalance
+                            self.metrics.redelivered.labels(msg.topic).inc()
+                            continue
+                        for source, value in await self._skipped_records(engines, msg):
+                            self._apply(engines, part, handle, source, value, out)
+                        self._apply(engines, part, handle, source_of(msg), event.value, out)
+                        touched.add(msg.partition)
+                        msg.incref()
+                        engines.held.append(event)
+                    await self._deliver(engines, touched, out)
                 if time.monotonic() - engines.written_at >= self.state_write_interval_s:
                     await self._write_state(engines)
                 self._count()
@@ -600,13 +610,13 @@ class Agents:
                         if not clocks:
                             continue
                         out = Outbox(self.producer, self.metrics)
-                        engines.torn = True
-                        outputs = part.engine.advance_to(max(clocks.values()) + idle_for)
-                        self._emit(outputs, SourceRef(topic="<idle-advance>", partition=p),
-                                   None, out)
-                        await self._deliver(engines, [p], out)
-                        engines.torn = False
+                        with engines.applying():
+                            outputs = part.engine.advance_to(max(clocks.values()) + idle_for)
+                            self._emit(outputs, SourceRef(topic="<idle-advance>",
+                                                          partition=p), None, out)
+                            await self._deliver(engines, [p], out)
                     await self._write_state(engines)
+                    self._count()
 
         return advance_idle_watermarks
 
@@ -641,6 +651,9 @@ class Agents:
         for topic, n in self._counted.items():
             self.metrics.events.labels(topic).inc(n)
         self._counted.clear()
+        for (kind, status), n in self._alerted.items():
+            self.metrics.alerts.labels(kind, status).inc(n)
+        self._alerted.clear()
 
     def _process(self, source: SourceRef, value: Any, handle: Callable[[], list[Any]],
                  out: Outbox, retry: RetryInfo | None = None) -> None:
@@ -710,13 +723,13 @@ class Agents:
                 if engines.applied(p, msg.topic, msg.offset):
                     self.metrics.redelivered.labels(msg.topic).inc()
                     continue
-                engines.torn = True
-                engines.mark(p, msg.topic, msg.offset)
-                out = Outbox(self.producer, self.metrics)
-                self._process(info.source, msg.value,
-                              partial(handle, part, role, info.source, msg.value), out, info)
-                await self._deliver(engines, [p], out)
-                engines.torn = False
+                with engines.applying():
+                    engines.mark(p, msg.topic, msg.offset)
+                    out = Outbox(self.producer, self.metrics)
+                    self._process(info.source, msg.value,
+                                  partial(handle, part, role, info.source, msg.value), out,
+                                  info)
+                    await self._deliver(engines, [p], out)
                 await self._write_state(engines)
                 self._count()
 
@@ -724,7 +737,7 @@ class Agents:
         origin_ms = source.timestamp_ms
         for o in outputs:
             if isinstance(o, Alert):
-                self.metrics.alerts.labels(o.kind, o.status).inc()
+                self._alerted[(o.kind, o.status)] += 1
                 topic = (self.topics.alerts_delay if o.category == "delay"
                          else self.topics.alerts_stock)
                 out.add(topic, key=o.key, value=o.model_dump_json().encode(),
