@@ -166,6 +166,20 @@ class FeedHoldThresholds(BaseModel):
     max_hold_h: float = Field(24.0, ge=0)
 
 
+class IntegrityThresholds(BaseModel):
+    """Process-integrity checks (``models.rules.IntegrityRules``). Suspected misdelivery
+    (``models.atlas``): a last-mile location seen ``misdelivery_min_seen`` times, at least
+    ``misdelivery_min_top_share`` of them for one region, where the order's own region has
+    under ``misdelivery_max_share``; at most ``max_locations`` places are remembered."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    misdelivery_min_seen: int = Field(50, ge=1)
+    misdelivery_min_top_share: float = Field(0.8, gt=0, le=1)
+    misdelivery_max_share: float = Field(0.01, ge=0, lt=1)
+    max_locations: int = Field(5000, ge=10)
+
+
 NO_COMPENSATION = "none"
 
 
@@ -203,6 +217,7 @@ class Thresholds(BaseModel):
     monitor: MonitorThresholds = MonitorThresholds()
     notices: NoticeThresholds = NoticeThresholds()
     feed_hold: FeedHoldThresholds = FeedHoldThresholds()
+    integrity: IntegrityThresholds = IntegrityThresholds()
     escalation: EscalationThresholds = EscalationThresholds()
     system: SystemThresholds = SystemThresholds()
 

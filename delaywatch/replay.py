@@ -23,6 +23,7 @@ from delaywatch.config.thresholds import Thresholds, load_thresholds
 from delaywatch.core.monitor import OpsMonitor, event_time
 from delaywatch.core.pipeline import INPUT_ROLES, Topology, partition_for
 from delaywatch.models.risk import ModelEvent, Outcome, Prediction
+from delaywatch.models.rules import INTEGRITY_KINDS
 from delaywatch.schemas.alerts import Alert, AlertStatus
 from delaywatch.schemas.dlq import DeadLetter, SourceRef
 
@@ -459,6 +460,10 @@ def _same(root: tuple[str, str], got: str) -> bool:
     return got == root[1] or (root[0] == "carrier_exception" and got == "address_issue")
 
 
+# integrity alert kind -> the simulator's incident kind it should find
+_INTEGRITY_TRUTH = {"misdelivery_suspected": "misdelivery"}
+
+
 def quality(alerts: list[Alert], truth: list[dict[str, Any]]) -> dict[str, Any]:
     """Precision/recall per detector, lead time and unannounced-late rate.
 
@@ -471,8 +476,11 @@ def quality(alerts: list[Alert], truth: list[dict[str, Any]]) -> dict[str, Any]:
     opened = [a for a in alerts if a.status == AlertStatus.OPEN]
 
     by_order: dict[str, dict[str, float]] = defaultdict(dict)  # order -> kind -> first detected
+    integrity: dict[str, set[str]] = defaultdict(set)  # kind -> orders (not delay alerts)
     for a in opened:
-        if a.category == "delay" and a.order_id is not None:
+        if a.kind in INTEGRITY_KINDS and a.order_id is not None:
+            integrity[a.kind].add(a.order_id)
+        elif a.category == "delay" and a.order_id is not None:
             t = a.detected_at.timestamp()
             kinds = by_order[a.order_id]
             kinds[a.kind] = min(kinds.get(a.kind, t), t)
@@ -543,9 +551,20 @@ def quality(alerts: list[Alert], truth: list[dict[str, Any]]) -> dict[str, Any]:
                                     hit, len(stock_pos))
     stock["by_kind"] = stock_kinds
 
+    # process-integrity alerts are facts about an order, not delay predictions: scored on
+    # their own, against the truth's incident of the same meaning where the world has one
+    integrity_kinds: dict[str, Any] = {}
+    for kind, truth_kind in _INTEGRITY_TRUTH.items():
+        pos = {oid for oid, o in orders.items() if truth_kind in incident_kinds(o)}
+        alerted_i = integrity.get(kind, set())
+        if pos or alerted_i:
+            integrity_kinds[kind] = _pr(len(alerted_i & pos), len(alerted_i),
+                                        len(alerted_i & pos), len(pos))
+
     return {
         "delay": delay,
         "stock": stock,
+        "integrity": {"by_kind": integrity_kinds},
         "late_orders": len(late),
         "orders": len(orders),
         "unannounced_late_rate": round(unannounced / len(late), 4) if late else None,

@@ -182,6 +182,7 @@ SCENARIOS = {
 OUTAGE_CARRIER, CONGESTED_HUB = "CJ", "옥천 허브"
 _SCENARIO_HOURS = {"carrier_outage": (10, 14), "hub_congestion": (0, 36),
                    "integration_failure": (12, 16)}
+MISDELIVERY_RATE = 0.003  # parcels sent out from another region's delivery centre
 OVERSELL_SHARE = 0.01
 NEGATIVE_SHARE = 0.002
 
@@ -346,6 +347,8 @@ class _Sim:
             self.window = (day + lo * HOUR, day + int(hi * HOUR))
         # the scenario's own draws: every other order stays as the same seed makes it
         self.srng = random.Random(f"{seed}:{scenario}")
+        # misdelivered parcels: their own draws, so every other record stays as it was
+        self.mrng = random.Random(f"{seed}:misdelivery")
         self.affected = 0
         self.records: list[dict[str, Any]] = []
         self.scan_idx: list[int] = []
@@ -742,6 +745,8 @@ class _Sim:
             if rnd() < 0.6:
                 tail[-1].append(delivered + span(-HOUR, HOUR))  # carrier_eta
             tail.append([delivered, "delivered", self.rng.choice(_DROP_SPOTS)])
+        if self.mrng.random() < MISDELIVERY_RATE:
+            self._misroute(o, tail, incidents)
         scans.extend(tail)
         scans = self._fill_gaps(scans, stale_from, o.region)
         self._hold(scans, hub1, incidents)
@@ -753,6 +758,16 @@ class _Sim:
         truth["late"] = delivered > promised
         self._emit_scans(o, scans)
         return truth
+
+    def _misroute(self, o: _Order, tail: list[list[Any]],
+                  incidents: list[dict[str, Any]]) -> None:
+        """The parcel goes out for delivery from another region's delivery centre."""
+        wrong = self.mrng.choice([r for r in REGIONS if r != o.region])
+        hops = [sc for sc in tail if sc[1] == "out_for_delivery"]
+        for sc in hops:
+            sc[2] = f"{_REGION_KO[wrong]} 배송센터"
+        if hops:
+            incidents.append({"kind": "misdelivery", "detectable_at": _iso(hops[0][0])})
 
     def _in_window(self, scenario: str, t: int) -> bool:
         return self.scenario == scenario and self.window[0] <= t < self.window[1]

@@ -42,7 +42,8 @@ DELAY_KINDS = (
 )
 STOCK_KINDS = ("oversell", "negative_stock", "stock_mismatch")
 # process integrity of one order: facts that contradict each other across OMS and TMS
-INTEGRITY_KINDS = ("scan_after_cancel", "address_after_pickup", "status_backwards")
+INTEGRITY_KINDS = ("scan_after_cancel", "address_after_pickup", "status_backwards",
+                   "misdelivery_suspected")
 H = 3600.0
 
 _UP = {Severity.LOW: Severity.MEDIUM, Severity.MEDIUM: Severity.HIGH,
@@ -239,7 +240,10 @@ class IntegrityRules:
       (it travels to the old one unless someone intervenes): open until it is delivered,
       returned or cancelled;
     * ``status_backwards`` -- a progress scan dated after the delivery (delivered -> in
-      transit): reported once per such scan.
+      transit): reported once per such scan;
+    * ``misdelivery_suspected`` -- the parcel was scanned out for delivery (or delivered) at
+      a place that serves other regions, never the order's own (``models.atlas``): reported
+      once per order.
 
     Facts are compared in event time (``occurred_at``), so a scan that merely arrives late
     is not "backwards".
@@ -273,7 +277,20 @@ class IntegrityRules:
                                       "at": _iso(s.backwards_scan[1] if s.backwards_scan
                                                  else None)}},
                     pulse=pulse == "status_backwards"),
+            Finding("misdelivery_suspected", False, Severity.HIGH,
+                    ("last_mile_scan_outside_destination_region",),
+                    lambda: {**(s.misdelivery or {}),
+                             "last_scan": {"type": s.last_scan_type, "at": _iso(s.last_scan_at),
+                                           "location": s.last_location}},
+                    pulse=self._misdelivery_news(s)),
         ]
+
+    @staticmethod
+    def _misdelivery_news(s: ShipmentState) -> bool:
+        if s.misdelivery is None or s.misdelivery_told:
+            return False
+        s.misdelivery_told = True  # a fact: reported once
+        return True
 
 
 class StockRules:

@@ -9,6 +9,7 @@ import orjson
 import pytest
 
 from delaywatch.config import Settings, load_thresholds
+from delaywatch.models.rules import INTEGRITY_KINDS
 from delaywatch.replay import load_alerts, replay, replay_file
 
 STABLE_KEYS = [
@@ -54,7 +55,8 @@ def test_quality_gates_on_20k_seed_7(world_20k, tmp_path):
     assert q["stock"]["recall"] >= 0.9 and q["stock"]["precision"] >= 0.9
     # every delay alert says why; the late orders' causes match the simulator's root incidents
     df_all = load_alerts(tmp_path / "out" / "alerts.jsonl")
-    delay = df_all["category"] == "delay"
+    integrity = df_all["kind"].isin(INTEGRITY_KINDS) & (df_all["kind"] != "address_after_pickup")
+    delay = (df_all["category"] == "delay") & ~integrity  # integrity facts carry no cause
     assert df_all[delay]["cause"].notna().all() and df_all[~delay]["cause"].isna().all()
     print(f"causes: {q['cause']['accuracy']} of {q['cause']['orders']} late orders, "
           f"first alert {q['cause']['first_alert_accuracy']}; mix {summary['kpi']['cause_mix']}")
@@ -85,8 +87,10 @@ def test_replay_is_deterministic_and_partition_count_is_respected(small_world):
     # Different partitionings find the same incidents, except where a record arrived later
     # than the allowed lateness: it is ordered by its arrival against its partition's own
     # clock, and that clock depends on which other keys share the partition.
-    one = {(i, k) for i, k, st in ids(1) if st == "open"}
-    four = {(i, k) for i, k, st in first if st == "open"}
+    # (misdelivery_suspected learns which regions a place serves per partition, from the
+    # scans each sees: like a learned model, it may differ with the partitioning)
+    one = {(i, k) for i, k, st in ids(1) if st == "open" and k != "misdelivery_suspected"}
+    four = {(i, k) for i, k, st in first if st == "open" and k != "misdelivery_suspected"}
     differing = {alert_order[i] for i, _ in one ^ four}
     late_beyond = {r["key"] for r in records if isinstance(r.get("value"), dict)
                    and "occurred_at" in r["value"] and r["ts"] / 1000 - datetime.fromisoformat(

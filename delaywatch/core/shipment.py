@@ -10,6 +10,7 @@ from delaywatch.config.thresholds import NO_COMPENSATION, Thresholds
 from delaywatch.core.alerts import Transition, ts_to_dt
 from delaywatch.core.engine import Forward, Rejected
 from delaywatch.core.state import ShipmentState, Stage
+from delaywatch.models.atlas import DeliveryAtlas
 from delaywatch.models.audience import audience_for
 from delaywatch.models.causes import diagnose
 from delaywatch.models.feeds import CarrierFeeds
@@ -44,6 +45,9 @@ _SCAN_STAGE = {
 _PROGRESS = frozenset(
     {ScanType.ARRIVED_AT_HUB, ScanType.DEPARTED_HUB, ScanType.OUT_FOR_DELIVERY, ScanType.DELIVERED}
 )
+
+
+_LAST_MILE = frozenset({ScanType.OUT_FOR_DELIVERY, ScanType.DELIVERED})
 
 
 # process-integrity alerts report contradictions, not delays: no cause (the address one
@@ -81,6 +85,7 @@ class ShipmentLogic:
         # what this partition's scans say of each carrier's feed (stale alerts it explains
         # are held): partition state, written with the partition's clocks
         self.feeds = CarrierFeeds(thresholds.feed_hold)
+        self.atlas = DeliveryAtlas(thresholds.integrity)  # which regions a place serves
         self.rules = DelayRules(thresholds, self.feeds)
         self.risk = risk
         self.detectors: list[ShipmentDetector] = detectors or [self.rules, IntegrityRules()]
@@ -94,13 +99,14 @@ class ShipmentLogic:
         self._rule_cap = per_day - self._model_cap
 
     # -- partition state (beside the keys': written with the partition's clocks) -----------
-    def checkpoint(self) -> tuple[float, dict[str, Any]]:
-        return self.last_heartbeat, self.feeds.snapshot()
+    def checkpoint(self) -> tuple[float, dict[str, Any], dict[str, Any]]:
+        return self.last_heartbeat, self.feeds.snapshot(), self.atlas.snapshot()
 
     def restore_checkpoint(self, extra: Any) -> None:
         if isinstance(extra, tuple):
-            self.last_heartbeat, feeds = extra
+            self.last_heartbeat, feeds, *atlas = extra
             self.feeds.restore(feeds)
+            self.atlas.restore(atlas[0] if atlas else None)
         elif extra is not None:  # written before the feeds: the heartbeat alone
             self.last_heartbeat = extra
 
@@ -297,6 +303,10 @@ class ShipmentLogic:
             s.exception_open = False
         if ev.carrier_eta is not None:
             s.carrier_eta = ev.carrier_eta.timestamp()
+        if ev.scan_type in _LAST_MILE:
+            if s.misdelivery is None:
+                s.misdelivery = self.atlas.judge(ev.location, s.destination_region)
+            self.atlas.learn(ev.location, s.destination_region)
         return pulse
 
     # -- alerts ------------------------------------------------------------------------------

@@ -47,7 +47,10 @@ _SHIPMENT_V1 = (
 )
 
 
-@compact_state(_SHIPMENT_V1)
+_SHIPMENT_V2 = (*_SHIPMENT_V1, "stale_hold", "stale_silence")  # before the misdelivery check
+
+
+@compact_state(_SHIPMENT_V1, _SHIPMENT_V2)
 @dataclass(slots=True)
 class ShipmentState:
     order_id: str
@@ -106,6 +109,10 @@ class ShipmentState:
     # next look at); the silence that explained it last, (carrier, since, returned)
     stale_hold: tuple[float, float] | None = None
     stale_silence: tuple[str, float, float | None] | None = None
+    # a last-mile scan at a place that serves other regions (models.atlas): its evidence,
+    # and whether the alert told it (reported once)
+    misdelivery: dict[str, Any] | None = None
+    misdelivery_told: bool = False
 
     @property
     def finished_at(self) -> float | None:

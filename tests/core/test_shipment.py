@@ -79,10 +79,12 @@ class World:
 
     def place(self, order_id: str, at: datetime, *, promised_at: datetime,
               tier: str = "standard", lines: tuple[tuple[str, int], ...] = (("SKU-1", 1),),
-              warehouse: str = "W1", carrier: str = "cj") -> list[Alert]:
+              warehouse: str = "W1", carrier: str = "cj", region: str | None = None,
+              ) -> list[Alert]:
+        extra = {"destination_region": region} if region else {}
         return self.order(order_id, "order_placed", at, promised_at=iso(promised_at),
                           customer_tier=tier, customer_ref=f"C-{order_id}",
-                          warehouse_id=warehouse, carrier=carrier,
+                          warehouse_id=warehouse, carrier=carrier, **extra,
                           lines=[{"sku": s, "quantity": q} for s, q in lines],
                           customer={"name": "Hong Gildong", "phone": "010-1234-5678"})
 
@@ -734,8 +736,44 @@ def test_the_carrier_feeds_are_written_and_restored_with_the_partition(feed_worl
     again = ShipmentLogic(logic.thresholds)
     again.restore_checkpoint(pickle.loads(pickle.dumps(logic.checkpoint())))
     assert again.feeds.snapshot() == logic.feeds.snapshot()
+    assert again.atlas.snapshot() == logic.atlas.snapshot()
     assert again.last_heartbeat == logic.last_heartbeat
     assert again.feeds.explains("cj", kst(0, 12).timestamp(), kst(1, 5).timestamp())
     older = ShipmentLogic(logic.thresholds)
     older.restore_checkpoint(123.0)
     assert older.last_heartbeat == 123.0 and older.feeds.snapshot()["total"] == 0
+
+
+# -- a parcel out for delivery in the wrong region (issue #8) ---------------------------------
+def test_a_parcel_sent_out_from_another_regions_centre_is_a_suspected_misdelivery(
+        make_settings, thresholds) -> None:
+    """Seoul parcels go out from the Seoul centre, Busan ones from Busan's, and every
+    region's are left at the door. A Seoul parcel sent out from the Busan centre is suspected
+    (once); a Seoul parcel left at the door, a place serving every region, is not."""
+    th = thresholds.model_copy(update={"integrity": thresholds.integrity.model_copy(
+        update={"misdelivery_min_seen": 20})})
+    w = World(make_settings(partitions=1), th)
+
+    def ship(oid: str, region: str, centre: str, minute: int, door: str = "문 앞") -> None:
+        w.place(oid, kst(0, 9), promised_at=kst(3, 22), region=region)
+        w.pay(oid, kst(0, 9, 5))
+        w.scan(oid, "picked_up", kst(0, 17))
+        w.scan(oid, "out_for_delivery", kst(1, 8, minute), location=centre)
+        w.scan(oid, "delivered", kst(1, 11, minute), location=door)
+
+    for i in range(25):  # a minute apart: the door sees both regions' parcels as it goes
+        ship(f"S-{i}", "SEL", "서울 배송센터", i)
+        ship(f"B-{i}", "BSN", "부산 배송센터", i)
+    ship("O-WRONG", "SEL", "부산  배송센터", 30)  # spacing does not make a new place
+    ship("O-DOOR", "SEL", "서울 배송센터", 30)
+    w.advance(kst(2, 0))
+    got = [(a.key, a.status) for a in w.alerts if a.kind == "misdelivery_suspected"]
+    assert got == [("O-WRONG", AlertStatus.OPEN), ("O-WRONG", AlertStatus.RESOLVED)], got
+    opened = w.of("O-WRONG", "misdelivery_suspected")[0]
+    assert opened.status == AlertStatus.OPEN and opened.cause is None
+    assert opened.audience == "logistics"
+    ev = opened.evidence
+    assert (ev["destination_region"], ev["region_share"]) == ("SEL", 0.0)
+    assert ev["usually_serves"] == {"region": "BSN", "share": 1.0}
+    assert w.of("O-DOOR", "misdelivery_suspected") == []
+
