@@ -34,7 +34,7 @@ def world_20k(tmp_path_factory) -> tuple[Path, Path]:
     from delaywatch.simulate import simulate, write_jsonl
 
     d = tmp_path_factory.mktemp("w20k")
-    records, truth = simulate(orders=20000, seed=7)
+    records, truth = simulate(orders=20000, seed=7, profile="stress")
     write_jsonl(d / "events.jsonl", records)
     write_jsonl(d / "truth.jsonl", truth)
     return d / "events.jsonl", d / "truth.jsonl"

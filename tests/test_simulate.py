@@ -23,12 +23,12 @@ MODELS = {
 
 @pytest.fixture(scope="module")
 def small() -> tuple[list[dict], list[dict]]:
-    return simulate(1500, seed=3)
+    return simulate(1500, seed=3, profile="stress")
 
 
 @pytest.fixture(scope="module")
 def big() -> tuple[list[dict], list[dict]]:
-    return simulate(5000, seed=7)
+    return simulate(5000, seed=7, profile="stress")
 
 
 def _orders(truth: list[dict]) -> list[dict]:
@@ -134,7 +134,7 @@ def test_truth_shape(small) -> None:
 
 
 def test_noise_off_gives_only_clean_records() -> None:
-    records, truth = simulate(300, seed=5, noise=False)
+    records, truth = simulate(300, seed=5, noise=False, profile="stress")
     assert truth[0]["malformed"] == 0
     ids = [r["value"]["event_id"] for r in records]
     assert len(ids) == len(set(ids))
@@ -195,7 +195,7 @@ def _scans_by_order(records: list[dict]) -> dict[str, list[dict]]:
 def scenario_worlds(big) -> dict[str, tuple[list[dict], list[dict]]]:
     from delaywatch.simulate import SCENARIOS
 
-    return {name: simulate(5000, seed=7, scenario=name) for name in SCENARIOS}
+    return {name: simulate(5000, seed=7, scenario=name, profile="stress") for name in SCENARIOS}
 
 
 @pytest.mark.parametrize("name", ["carrier_outage", "hub_congestion", "integration_failure"])

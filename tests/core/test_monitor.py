@@ -296,7 +296,7 @@ def test_the_scenarios_through_replay(scenario, check, make_settings, thresholds
     from delaywatch.replay import replay, system_quality
     from delaywatch.simulate import simulate
 
-    records, truth = simulate(orders=20000, seed=7, scenario=scenario)
+    records, truth = simulate(orders=20000, seed=7, scenario=scenario, profile="stress")
     result = replay(records, make_settings(), thresholds)
     q = system_quality(result.system, result.alerts, truth)
     print(f"\n{scenario}: {q.get(check)}")
@@ -322,7 +322,7 @@ def test_a_carrier_feed_down_for_a_day_is_one_outage_not_a_stale_alert_per_order
     from delaywatch.simulate import simulate
 
     records, truth = simulate(orders=20000, seed=7, scenario="carrier_outage",
-                              scenario_hours=24)
+                              scenario_hours=24, profile="stress")
     result = replay(records, make_settings(), thresholds)
     q = system_quality(result.system, result.alerts, truth)["outage"]
     print(f"\ncarrier_outage 24 h: {q}")
