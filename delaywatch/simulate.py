@@ -9,6 +9,9 @@
   producers must not send.
 * ``truth`` - a meta record, one record per order and one per ``warehouse:sku`` with incidents.
 
+``profile`` picks the world's rates (:data:`PROFILES`): ``"field"`` (default) at the field's
+4-6 % late, ``"stress"`` the 16 %-late world the tests and earlier figures were measured on.
+
 Everything is driven by one ``random.Random(seed)``; there is no wall clock and no global
 random state, so the same arguments give identical output. Times are epoch milliseconds
 internally and ISO-8601 with the ``+09:00`` offset (Asia/Seoul) on the wire.
