@@ -75,7 +75,7 @@ def test_a_whole_scan_topic_gone_silent_is_judged_on_the_wall_clock(kafka, make_
     th = load_thresholds()
     th = th.model_copy(update={"monitor": th.monitor.model_copy(
         update={"min_expected": 12, "min_slot_samples": 1})})
-    records, truth = simulate(orders=6000, seed=7, noise=False)
+    records, truth = simulate(orders=6000, seed=7, noise=False, profile="stress")
     cut = datetime.fromisoformat(truth[0]["start"]) + timedelta(days=2, hours=10)
 
     def after_cut(r: dict) -> bool:
