@@ -8,6 +8,7 @@ DURATION ?= 90
 OLIST_CSV ?= ../shared/data/olist_classified/olist_classified_public_dataset.csv
 BENCH_EVENTS ?= 200000
 BENCH_OUT ?= .bench/results.json
+PROFILE ?= stress
 
 .DEFAULT_GOAL := help
 .PHONY: help install demo test test-faults test-unit test-broker lint schemas replay-20k olist-compare bench clean
@@ -45,8 +46,8 @@ lint: $(STAMP) ## ruff and mypy
 schemas: $(STAMP) ## export the JSON Schemas of every topic to schemas/json
 	$(BIN)/delaywatch schemas --out schemas/json
 
-replay-20k: $(STAMP) ## simulate 20,000 orders (seed 7) and replay them with truth into out/
-	$(BIN)/delaywatch simulate --orders 20000 --seed 7 --out out/events.jsonl --truth out/truth.jsonl
+replay-20k: $(STAMP) ## simulate 20,000 orders (seed 7, PROFILE=stress or field) and replay them with truth into out/
+	$(BIN)/delaywatch simulate --orders 20000 --seed 7 --profile $(PROFILE) --out out/events.jsonl --truth out/truth.jsonl
 	$(BIN)/delaywatch replay --input out/events.jsonl --truth out/truth.jsonl --out out/replay
 
 olist-compare: $(STAMP) ## Olist: online model vs batch baseline at placement (OLIST_CSV) into out/

@@ -121,6 +121,10 @@ def simulate(
         "hub_congestion or integration_failure (the truth's meta record says what it did)"),
     scenario_hours: float | None = typer.Option(
         None, help="make the scenario last this many hours from its usual start"),
+    profile: str = typer.Option(
+        "field", help="how often orders go wrong: field (4-6 % late, tracking not updated for "
+        "1-2 % of orders, ~5 % on the promotion day) or stress (16 % late; the world of the "
+        "README's earlier figures and the tests)"),
 ) -> None:
     """Simulate OMS/WMS/TMS streams with injected incidents and noise."""
     from datetime import datetime
@@ -131,7 +135,7 @@ def simulate(
     first = datetime.fromisoformat(start).replace(tzinfo=KST) if start else None
     try:
         records, facts = run(orders=orders, seed=seed, noise=noise, start=first,
-                             scenario=scenario, scenario_hours=scenario_hours)
+                             scenario=scenario, scenario_hours=scenario_hours, profile=profile)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
     for path in (out, truth):

@@ -90,7 +90,7 @@ class ShipmentDetector(Protocol):
 class DelayRules:
     """The rule detectors over one order's shipment state."""
 
-    kinds = DELAY_KINDS
+    kinds: tuple[str, ...] = DELAY_KINDS
 
     def __init__(self, thresholds: Thresholds, feeds: CarrierFeeds | None = None) -> None:
         self.thresholds = thresholds
@@ -249,7 +249,7 @@ class IntegrityRules:
     is not "backwards".
     """
 
-    kinds = INTEGRITY_KINDS
+    kinds: tuple[str, ...] = INTEGRITY_KINDS
 
     def deadlines(self, s: ShipmentState) -> list[float]:
         return []  # every condition changes only with an event

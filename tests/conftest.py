@@ -43,7 +43,7 @@ def small_world() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """A simulated world small enough for a live run (records, truth)."""
     from delaywatch.simulate import simulate
 
-    return simulate(orders=600, seed=11)
+    return simulate(orders=600, seed=11, profile="stress")
 
 
 def _engine_or_skip() -> str:

@@ -15,7 +15,7 @@ runner = CliRunner()
 def test_simulate_then_replay_writes_outputs(tmp_path):
     events, truth, out = tmp_path / "e.jsonl", tmp_path / "t.jsonl", tmp_path / "out"
     r = runner.invoke(app, ["simulate", "--orders", "200", "--seed", "3", "--out", str(events),
-                            "--truth", str(truth)])
+                            "--truth", str(truth), "--profile", "stress"])
     assert r.exit_code == 0, r.output
     r = runner.invoke(app, ["replay", "--input", str(events), "--truth", str(truth),
                             "--out", str(out)])

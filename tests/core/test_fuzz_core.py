@@ -32,7 +32,7 @@ EXAMPLES = 104  # x BATCH hostile records: >= 10,000
 def thin_world(orders: int, seed: int) -> list[dict[str, Any]]:
     """A simulated world with the inventory of the SKUs its orders use only: ~6x fewer
     records (a replay per batch stays fast) and still every kind of stock alert."""
-    records, _ = simulate(orders=orders, seed=seed)
+    records, _ = simulate(orders=orders, seed=seed, profile="stress")
     used = {f"{r['value'].get('warehouse_id')}:{line['sku']}" for r in records
             if r["topic"] == "orders" and isinstance(r.get("value"), dict)
             for line in r["value"].get("lines") or [] if isinstance(line, dict)}

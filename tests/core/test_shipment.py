@@ -577,7 +577,7 @@ def test_finished_orders_leave_the_table_after_retention(monkeypatch, thresholds
     from delaywatch.simulate import simulate
 
     monkeypatch.setattr(shipment, "RETENTION_S", 86400.0)  # the 7-day world outlives it
-    records, _ = simulate(orders=300, seed=3)
+    records, _ = simulate(orders=300, seed=3, profile="stress")
     topo: list = []
     replay(records, Settings(), thresholds, flush=False, configure=topo.append)
     orders = {r["key"] for r in records if r["topic"] == "orders"}

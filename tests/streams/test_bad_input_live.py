@@ -22,7 +22,7 @@ def test_bad_records_go_to_dlq_and_change_nothing(kafka, make_settings, threshol
                                                    worker_env, start_worker):
     from delaywatch.simulate import simulate
 
-    good, _ = simulate(orders=300, seed=21)
+    good, _ = simulate(orders=300, seed=21, profile="stress")
     records = corrupt(good, per_kind=1000, seed=4)
     expected_bad = Counter(r["expect"] for r in records if r.get("expect"))
     assert all(expected_bad[k] >= 1000 for k in ("undecodable", "invalid_json", "unknown_enum",

@@ -259,7 +259,8 @@ def test_promotion_burst_keeps_state_and_rss_bounded_and_lag_recovers(
     from delaywatch.kafka_io import committed_lag, input_topics
     from delaywatch.simulate import simulate
 
-    records, _ = simulate(orders=5000, seed=13)  # ~97k records: 45 s + 150 s burst + tail
+    # ~97k records: 45 s + 150 s burst + tail
+    records, _ = simulate(orders=5000, seed=13, profile="stress")
     orders = len({r["key"] for r in records if r["topic"] == "orders"})
     settings = make_settings(partitions=4)
     env = worker_env(kafka, settings)

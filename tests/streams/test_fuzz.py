@@ -85,7 +85,7 @@ def test_ten_thousand_hostile_records_go_to_the_dlq_and_the_worker_lives_on(
         kafka, make_settings, thresholds, worker_env, start_worker):
     from delaywatch.simulate import simulate
 
-    good, _ = simulate(orders=300, seed=21)
+    good, _ = simulate(orders=300, seed=21, profile="stress")
     settings = make_settings(partitions=2)
     world = World.of(good, settings)
     drawn = draw_hostile(world, AT_LEAST)

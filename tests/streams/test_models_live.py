@@ -47,7 +47,8 @@ TRAIN_ORDERS, TRAIN_SEED = 3000, 5
 def trained_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """What ``delaywatch train`` writes: the models after replaying a week of history."""
     d = tmp_path_factory.mktemp("train")
-    history, _ = simulate(TRAIN_ORDERS, seed=TRAIN_SEED, start=datetime(2026, 5, 13, tzinfo=KST))
+    history, _ = simulate(TRAIN_ORDERS, seed=TRAIN_SEED, start=datetime(2026, 5, 13, tzinfo=KST),
+                          profile="stress")
     write_jsonl(d / "history.jsonl", history)
     settings = Settings()
     settings.topics.partitions = 1

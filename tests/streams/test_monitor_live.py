@@ -27,7 +27,8 @@ def test_the_monitor_service_equals_replay_across_a_restart(kafka, make_settings
     # without noise: records produced today carry today's timestamps, so the simulator's
     # "from the future" events (weeks after their history) would pass the live decoder and
     # fail replay's (which reads their simulated send time)
-    records, _ = simulate(orders=6000, seed=7, scenario="carrier_outage", noise=False)
+    records, _ = simulate(orders=6000, seed=7, scenario="carrier_outage", noise=False,
+                          profile="stress")
     # no end-of-file flush: a live service never learns that its input ended
     expected = replay(records, settings, th, flush=False)
     want = {(a.alert_id, a.status.value, a.key, a.detected_at.isoformat())
@@ -74,7 +75,7 @@ def test_a_whole_scan_topic_gone_silent_is_judged_on_the_wall_clock(kafka, make_
     th = load_thresholds()
     th = th.model_copy(update={"monitor": th.monitor.model_copy(
         update={"min_expected": 12, "min_slot_samples": 1})})
-    records, truth = simulate(orders=6000, seed=7, noise=False)
+    records, truth = simulate(orders=6000, seed=7, noise=False, profile="stress")
     cut = datetime.fromisoformat(truth[0]["start"]) + timedelta(days=2, hours=10)
 
     def after_cut(r: dict) -> bool:
