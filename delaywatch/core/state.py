@@ -47,7 +47,11 @@ _SHIPMENT_V1 = (
 )
 
 
-@compact_state(_SHIPMENT_V1)
+# ... and before the received order lines (a cancel's release, issue #8)
+_SHIPMENT_V2 = (*_SHIPMENT_V1, "stale_hold", "stale_silence")
+
+
+@compact_state(_SHIPMENT_V1, _SHIPMENT_V2)
 @dataclass(slots=True)
 class ShipmentState:
     order_id: str
@@ -106,6 +110,13 @@ class ShipmentState:
     # next look at); the silence that explained it last, (carrier, since, returned)
     stale_hold: tuple[float, float] | None = None
     stale_silence: tuple[str, float, float | None] | None = None
+    # A cancel's stock release needs the order's lines. They are taken at *arrival* of the
+    # order_placed (warehouse, lines) until it is applied, so whether a cancel finds them
+    # depends only on the orders topic's per-partition order, never on the watermark; a
+    # cancel that arrives before its order_placed leaves its release owed here
+    # (event_id, occurred_at) until the order_placed arrives.
+    received_lines: tuple[str | None, list[tuple[str, int]]] | None = None
+    release_owed: tuple[str, float] | None = None
 
     @property
     def finished_at(self) -> float | None:
