@@ -173,7 +173,12 @@ class StockHistory:
     receipt_every_h: float | None = None  # EWMA hours between receipts
 
 
-@compact_state()
+# StockState's fields before the reservation watch (issue #8)
+_STOCK_V1 = ("key", "warehouse_id", "sku", "wms_level", "oms_level", "wms_snapshot",
+             "oms_snapshot", "mismatch", "demand", "notified", "book", "history")
+
+
+@compact_state(_STOCK_V1)
 @dataclass(slots=True)
 class StockState:
     key: str
@@ -188,3 +193,10 @@ class StockState:
     notified: list[str] = field(default_factory=list)  # orders told they are short
     book: AlertBook = field(default_factory=AlertBook)
     history: StockHistory | None = None  # learned models only (issue #4)
+    # reservation_not_released (models.rules.StockRules): the OMS's open reservations per
+    # order (units, reserved at), and the cancels (release lines) whose reservation is still
+    # awaited, per order (cancelled at); the orders last reported and the updates sent
+    reserved: dict[str, tuple[int, float]] = field(default_factory=dict)
+    cancels: dict[str, float] = field(default_factory=dict)
+    unreleased_told: list[str] = field(default_factory=list)
+    unreleased_notices: int = 0
