@@ -44,6 +44,10 @@ class StockThresholds(BaseModel):
     mismatch_abs: int = Field(2, ge=0)
     mismatch_rel: float = Field(0.02, ge=0)
     snapshot_pair_window_h: float = Field(2.0, gt=0)
+    # reservation_not_released: a cancelled order's OMS reservation still held this long
+    # after the cancel (event time) opens the alert; one held give_up_h past that is dropped
+    release_grace_h: float = Field(2.0, gt=0)
+    release_give_up_h: float = Field(168.0, gt=0)
 
 
 class EscalationThresholds(BaseModel):

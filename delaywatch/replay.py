@@ -266,6 +266,8 @@ def load_alerts(path: Path) -> Any:
 ORDER_RULE_KINDS = ("waybill_missing", "handover_missed", "tracking_stale", "carrier_exception",
                     "stock_shortage")
 OUTCOME_KINDS = ("promise_at_risk", "promise_broken", "delay_risk")
+# stock alerts about orders (their truth is the order's, not the warehouse:sku's)
+ORDER_STOCK_KINDS = ("reservation_not_released",)
 
 
 def _ts(value: str | None) -> float | None:
@@ -530,7 +532,7 @@ def quality(alerts: list[Alert], truth: list[dict[str, Any]]) -> dict[str, Any]:
 
     stock_alerted: dict[str, set[str]] = defaultdict(set)
     for a in opened:
-        if a.category == "stock":
+        if a.category == "stock" and a.kind not in ORDER_STOCK_KINDS:
             stock_alerted[a.key].add(a.kind)
     stock_pos = {k for k, t in stock_truth.items() if t.get("incidents")}
     stock = _pr(sum(1 for k in stock_alerted if k in stock_pos), len(stock_alerted),
@@ -549,6 +551,15 @@ def quality(alerts: list[Alert], truth: list[dict[str, Any]]) -> dict[str, Any]:
             hit = sum(1 for k in stock_pos if kind in stock_alerted.get(k, set()))
             stock_kinds[kind] = _pr(sum(1 for k in alerted_k if k in stock_pos), len(alerted_k),
                                     hit, len(stock_pos))
+    # reservation_not_released lists orders: right when the order's truth has the incident
+    held = {o["order_id"] for a in alerts
+            if a.kind == "reservation_not_released" and a.status != AlertStatus.RESOLVED
+            for o in a.evidence.get("orders", [])}
+    pos_held = {oid for oid, o in orders.items()
+                if "reservation_not_released" in incident_kinds(o)}
+    if held or pos_held:
+        stock_kinds["reservation_not_released"] = _pr(
+            len(held & pos_held), len(held), len(held & pos_held), len(pos_held))
     stock["by_kind"] = stock_kinds
 
     # process-integrity alerts are facts about an order, not delay predictions: scored on

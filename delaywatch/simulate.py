@@ -46,6 +46,10 @@ DAY = 24 * HOUR
 _OFFSET = 9 * HOUR  # Korea has no DST
 SNAPSHOT_EVERY = 6 * HOUR
 STALE_AFTER = 20 * HOUR  # detectable_at of tracking_stale = last scan + 20 h
+# share of cancelled orders whose OMS never releases the reservation (reservation_not_released,
+# detectable at the cancel + the detector's 2 h grace)
+UNRELEASED_RATE = 0.03
+RELEASE_GRACE = 2 * HOUR
 _MAX_NORMAL_GAP = 13 * HOUR  # scans after pickup are never further apart outside incidents
 
 # --- world -----------------------------------------------------------------------------------
@@ -402,6 +406,11 @@ class _Sim:
         self.srng = random.Random(f"{seed}:{scenario}")
         # misdelivered parcels: their own draws, so every other record stays as it was
         self.mrng = random.Random(f"{seed}:misdelivery")
+        # which cancels lose their reservation release: drawn apart from self.rng, and the
+        # records are still made (event numbers, latencies, noise draws) and dropped at the
+        # end, so the rest of the world is byte for byte what it was before they were
+        self.release_rng = random.Random(f"{seed}:release")
+        self.dropped: set[str] = set()
         self.affected = 0
         self.records: list[dict[str, Any]] = []
         self.scan_idx: list[int] = []
@@ -683,8 +692,16 @@ class _Sim:
             self._emit_order(
                 o, "order_cancelled", c, {"attributes": {"reason": "customer_request"}}
             )
+            # a few cancels never release their reservation (the OMS drops it): their own
+            # draw, so every other record of the world stays as this seed makes it
+            kept = self.release_rng.random() >= UNRELEASED_RATE
             for s, q in o.lines:
                 self._emit_inv(s, "reservation_released", c, q, "oms", o.oid)
+                if not kept:
+                    self.dropped.add(self.records[-1]["value"]["event_id"])
+            if not kept and o.lines:
+                truth["incidents"].append({"kind": "reservation_not_released",
+                                           "detectable_at": _iso(c + RELEASE_GRACE)})
             return truth
         incidents: list[dict[str, Any]] = truth["incidents"]
         kind = o.incident
@@ -1137,7 +1154,11 @@ class _Sim:
         horizon = max(self._occurred_max(), self.start + self.days * DAY)
         self.stock_incidents_and_snapshots(horizon)
         n_bad = self.add_noise() if self.noise else 0
-        records = sorted(self.records, key=lambda r: r["ts"])
+        dropped = self.dropped
+        records = sorted((r for r in self.records
+                          if not dropped or r.get("value", {}).get("event_id") not in dropped
+                          or r["topic"] != "inventory"),
+                         key=lambda r: r["ts"])
         end = records[-1]["ts"] if records else self.start
         meta = {
             "type": "meta",

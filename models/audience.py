@@ -6,10 +6,10 @@
   ``waybill_missing``, ``handover_missed``, ``stock_shortage``, ``carrier_exception``,
   ``oversell``, ``negative_stock``, ``stock_mismatch``, ``stock_anomaly``,
   ``stockout_forecast``; the process-integrity kinds ``scan_after_cancel``,
-  ``address_after_pickup``, ``status_backwards``, ``misdelivery_suspected``; and the ops
-  monitor's ``feed_outage`` and
-  ``incident`` (on ``alerts.system``: a carrier's feed or a congested hub is logistics' to
-  chase, and an incident lists its orders for customer service to message in one batch);
+  ``address_after_pickup``, ``status_backwards``, ``misdelivery_suspected``,
+  ``reservation_not_released``; and the ops monitor's ``feed_outage`` and ``incident`` (on
+  ``alerts.system``: a carrier's feed or a congested hub is logistics' to chase, and an
+  incident lists its orders for customer service to message in one batch);
 * **admin** -- delaywatch itself is unwell (category ``system``, topic ``alerts.system``):
   ``dlq_rate``, ``retries_exhausted``, ``notifier_failures``.
 
@@ -36,6 +36,7 @@ AUDIENCE_BY_KIND: dict[str, Audience] = {
                      "carrier_exception", "oversell", "negative_stock", "stock_mismatch",
                      "stock_anomaly", "stockout_forecast", "scan_after_cancel",
                      "address_after_pickup", "status_backwards", "misdelivery_suspected",
+                     "reservation_not_released",
                      "feed_outage", "incident"),
                     Audience.LOGISTICS),
     **dict.fromkeys(("dlq_rate", "retries_exhausted", "notifier_failures"),

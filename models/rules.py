@@ -40,11 +40,13 @@ DELAY_KINDS = (
     "promise_broken",
     "stock_shortage",
 )
-STOCK_KINDS = ("oversell", "negative_stock", "stock_mismatch")
+STOCK_KINDS = ("oversell", "negative_stock", "stock_mismatch", "reservation_not_released")
 # process integrity of one order: facts that contradict each other across OMS and TMS
 INTEGRITY_KINDS = ("scan_after_cancel", "address_after_pickup", "status_backwards",
                    "misdelivery_suspected")
 H = 3600.0
+RESERVED_LIMIT = 400  # open OMS reservations kept per warehouse:sku
+UNRELEASED_LISTED = 50  # orders listed in one reservation_not_released alert
 
 _UP = {Severity.LOW: Severity.MEDIUM, Severity.MEDIUM: Severity.HIGH,
        Severity.HIGH: Severity.CRITICAL, Severity.CRITICAL: Severity.CRITICAL}
@@ -294,16 +296,72 @@ class IntegrityRules:
 
 
 class StockRules:
-    """Ledger rules over one warehouse:sku."""
+    """Ledger rules over one warehouse:sku.
 
-    kinds = STOCK_KINDS
+    ``reservation_not_released`` (process integrity, issue #8): the order was cancelled (its
+    release line reached this key) and the OMS reservation it held here was still not
+    released ``release_grace_h`` later. Resolved when the OMS releases it, when the WMS picks
+    the order (the reservation was used: it shipped anyway, ``scan_after_cancel`` says so
+    on the order), or ``release_give_up_h`` after it opened (the order is forgotten).
+    One alert per key lists every such order; the list changing while it is open sends it
+    again as ``updated`` (``evidence.notice`` numbers them).
+    """
+
+    kinds: tuple[str, ...] = STOCK_KINDS
 
     def __init__(self, thresholds: Thresholds) -> None:
         self.th = thresholds.stock
 
     def deadlines(self, s: StockState) -> list[float]:
-        """Stock conditions change only with events (the stock-out forecast of #4 will not)."""
-        return []
+        """The other stock conditions change only with events; a cancel's grace runs out."""
+        grace, give_up = self.th.release_grace_h * H, self.th.release_give_up_h * H
+        out: list[float] = []
+        for cancelled_at in s.cancels.values():
+            out += (cancelled_at + grace, cancelled_at + grace + give_up)
+        return out
+
+    def cancelled(self, s: StockState, order_id: str, at: float) -> None:
+        """A release line: ``order_id`` was cancelled at ``at``; its reservation is due back."""
+        s.cancels.setdefault(order_id, at)
+
+    def settle(self, s: StockState, order_id: str) -> None:
+        """The OMS released the order's reservation here, or the WMS picked the order."""
+        s.reserved.pop(order_id, None)
+        s.cancels.pop(order_id, None)
+
+    def reserve(self, s: StockState, order_id: str, units: int, at: float) -> None:
+        s.reserved[order_id] = (max(units, s.reserved.get(order_id, (0, at))[0]), at)
+        if len(s.reserved) > RESERVED_LIMIT:  # reservations never picked nor released
+            for old in sorted(s.reserved, key=lambda o: s.reserved[o][1])[:RESERVED_LIMIT // 4]:
+                del s.reserved[old]
+
+    def unreleased(self, s: StockState, at: float) -> list[tuple[str, float, int, float]]:
+        """(order, cancelled at, units, since) of the reservations held past the grace, oldest
+        cancel first; forgets cancels with nothing left to release and those given up."""
+        grace, give_up = self.th.release_grace_h * H, self.th.release_give_up_h * H
+        out = []
+        for order_id, cancelled_at in list(s.cancels.items()):
+            since = cancelled_at + grace
+            if at < since:
+                continue
+            held = s.reserved.get(order_id)
+            if held is None:  # released before the cancel reached us, or never reserved
+                del s.cancels[order_id]
+            elif at >= since + give_up:
+                del s.cancels[order_id]
+                del s.reserved[order_id]
+            else:
+                out.append((order_id, cancelled_at, held[0], since))
+        out.sort(key=lambda u: (u[1], u[0]))
+        return out
+
+    @staticmethod
+    def unreleased_evidence(found: list[tuple[str, float, int, float]]) -> dict[str, Any]:
+        orders = [{"order_id": o, "cancelled_at": _iso(c), "quantity": q, "since": _iso(t)}
+                  for o, c, q, t in found]
+        first = orders[0] if orders else {}
+        return {**first, "orders": orders[:UNRELEASED_LISTED],
+                "orders_held": len(orders), "units_held": sum(q for _, _, q, _ in found)}
 
     def update_mismatch(self, s: StockState) -> None:
         """Compare the latest WMS and OMS snapshots if they were taken close together."""
@@ -316,6 +374,7 @@ class StockRules:
         s.mismatch = oms - wms if abs(oms - wms) > tolerance else None
 
     def findings(self, s: StockState, at: float) -> list[Finding]:
+        held = self.unreleased(s, at) if s.cancels else []
         demand = sum(s.demand.values())
         level = s.wms_level
         return [
@@ -330,4 +389,7 @@ class StockRules:
                     {"wms": s.wms_snapshot[0] if s.wms_snapshot else None,
                      "oms": s.oms_snapshot[0] if s.oms_snapshot else None,
                      "oms_minus_wms": s.mismatch}),
+            Finding("reservation_not_released", bool(held), Severity.MEDIUM,
+                    ("reservation_held_after_cancel",) if held else (),
+                    lambda: self.unreleased_evidence(held)),
         ]

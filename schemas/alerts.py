@@ -4,7 +4,9 @@ Contract for notifier services: ``alert_id`` is stable across re-runs and restar
 (a hash of key, kind and episode). Each (key, kind) has at most one open episode; ``updated``
 is sent when severity changes, and for customer-facing kinds when the order's stage or the
 carrier's ETA changed (an ETA/stage-change notice: reason code ``stage_changed`` /
-``eta_changed``, ``evidence.notice`` numbers it within the episode); ``resolved`` closes the
+``eta_changed``, ``evidence.notice`` numbers it within the episode), and for
+``reservation_not_released`` when the orders it lists changed (reason code
+``held_orders_changed``, numbered the same way); ``resolved`` closes the
 episode. A later recurrence is a new episode with a new alert_id. One message's identity is
 (alert_id, status, severity, ``evidence.notice``, ``evidence.escalation.level``)
 (``delaywatch.notify.DeliveredStore.key``): a consumer that remembers the identities it has

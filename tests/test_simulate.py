@@ -321,3 +321,37 @@ def test_a_scenario_on_the_field_world_leaves_every_other_order_alone(name) -> N
 def test_unknown_profile_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown profile"):
         simulate(10, seed=1, profile="utopia")
+
+
+def test_dropped_reservation_releases_change_nothing_else(monkeypatch) -> None:
+    """A cancel whose OMS release is dropped is labelled on its order; every other record is
+    what the same seed makes with no release dropped (dropped after the world is made, so
+    event ids and the noise draws do not shift; that the draw itself leaves the world's
+    random stream alone was checked against the simulator before it, 20k/seed 7)."""
+    import delaywatch.simulate as sim
+
+    monkeypatch.setattr(sim, "UNRELEASED_RATE", 0.0)
+    all_kept, truth_kept = simulate(2000, seed=5)
+    monkeypatch.setattr(sim, "UNRELEASED_RATE", 0.3)
+    records, truth = simulate(2000, seed=5)
+
+    held = {o["order_id"]: o for o in _orders(truth)
+            if any(i["kind"] == "reservation_not_released" for i in o["incidents"])}
+    assert held and all(o["cancelled"] for o in held.values())
+    now = {orjson.dumps(r) for r in records}
+    gone = [r for r in all_kept if orjson.dumps(r) not in now]
+    assert gone and all(r["value"]["event_type"] == "reservation_released"
+                        and r["value"]["order_id"] in held for r in gone)
+    ids = {id(r) for r in gone}
+    assert [r for r in all_kept if id(r) not in ids] == records
+    released = {r["value"]["order_id"] for r in records if r["topic"] == "inventory"
+                and r["value"]["event_type"] == "reservation_released"}
+    assert not released & set(held)
+    assert truth[0]["events"] == len(records) == len(all_kept) - len(gone)
+    for a, b in zip(_orders(truth_kept), _orders(truth), strict=True):
+        if b["order_id"] in held:
+            [inc] = [i for i in b["incidents"] if i not in a["incidents"]]
+            # detectable when the detector's grace has run out after the cancel
+            assert inc["kind"] == "reservation_not_released" and inc["detectable_at"]
+        else:
+            assert a == b

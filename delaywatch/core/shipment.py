@@ -119,22 +119,8 @@ class ShipmentLogic:
     ) -> list[Any]:
         if stream != ORDERS:
             return []
-        out: list[Any] = []
         ev: OrderEvent = event
-        kind = None
-        if ev.event_type == OrderEventType.ORDER_PLACED:
-            kind = "line"
-        elif ev.event_type == OrderEventType.ORDER_CANCELLED:
-            kind = "release"
-        if kind is not None:
-            warehouse = ev.warehouse_id or s.warehouse_id
-            lines = [(ln.sku, ln.quantity) for ln in ev.lines] or s.lines
-            for i, (sku, qty) in enumerate(lines):
-                out.append(Forward("order_lines", f"{warehouse}:{sku}", {
-                    "kind": kind, "origin": self.partition, "event_id": f"{ev.event_id}:{i}",
-                    "order_id": ev.order_id, "warehouse_id": warehouse, "sku": sku,
-                    "quantity": qty, "occurred_at": ev.occurred_at.timestamp(),
-                }))
+        out = self._lines(s, ev)
         clock = clocks.get(ORDERS, -float("inf"))
         if clock - self.last_heartbeat >= self.heartbeat_s:
             # Stock partitions order lines by our orders clock; tell all of them it moved.
@@ -143,6 +129,50 @@ class ShipmentLogic:
                 out.append(Forward("order_lines", None, {
                     "kind": "heartbeat", "origin": self.partition, "clock": clock}, partition=p))
         return out
+
+    def _lines(self, s: ShipmentState, ev: OrderEvent) -> list[Any]:
+        """Order lines (``line``) and a cancel's release (``release``) for the stock table.
+
+        Decided at arrival, from what the orders topic has delivered for this order so far
+        (its per-partition order is the same in every run), not from what the watermark has
+        applied: a cancel received while its order_placed still waits to be applied finds the
+        lines in ``received_lines``, and one received before its order_placed owes its release
+        until that arrives. Sent once per cancel: its lines' event ids are the cancel's, so
+        the stock table would also drop a re-sent one."""
+        t = ev.event_type
+        if t == OrderEventType.ORDER_PLACED:
+            lines = [(ln.sku, ln.quantity) for ln in ev.lines]
+            warehouse = ev.warehouse_id or s.warehouse_id
+            s.received_lines = (warehouse, lines)
+            out = self._forward(s, "line", ev.event_id, ev.occurred_at.timestamp(), warehouse,
+                                lines)
+            if s.release_owed is not None and lines:
+                cancel_id, cancelled_at = s.release_owed
+                s.release_owed = None
+                out += self._forward(s, "release", cancel_id, cancelled_at, warehouse, lines)
+            return out
+        if t != OrderEventType.ORDER_CANCELLED:
+            return []
+        if ev.lines:
+            warehouse, lines = ev.warehouse_id or s.warehouse_id, [
+                (ln.sku, ln.quantity) for ln in ev.lines]
+        elif s.received_lines is not None:
+            warehouse, lines = s.received_lines
+            warehouse = ev.warehouse_id or warehouse
+        else:
+            warehouse, lines = ev.warehouse_id or s.warehouse_id, s.lines
+        if not lines:  # its order_placed has not arrived: released when it does
+            s.release_owed = (ev.event_id, ev.occurred_at.timestamp())
+            return []
+        return self._forward(s, "release", ev.event_id, ev.occurred_at.timestamp(), warehouse,
+                             lines)
+
+    def _forward(self, s: ShipmentState, kind: str, event_id: str, at: float,
+                 warehouse: str | None, lines: list[tuple[str, int]]) -> list[Any]:
+        return [Forward("order_lines", f"{warehouse}:{sku}", {
+            "kind": kind, "origin": self.partition, "event_id": f"{event_id}:{i}",
+            "order_id": s.order_id, "warehouse_id": warehouse, "sku": sku, "quantity": qty,
+            "occurred_at": at}) for i, (sku, qty) in enumerate(lines)]
 
     # -- in event-time order ---------------------------------------------------------------
     def apply(self, s: ShipmentState, stream: str, event: Any, at: float) -> list[Any]:
@@ -240,6 +270,7 @@ class ShipmentLogic:
             s.origin_region = ev.origin_region
             s.destination_region = ev.destination_region
             s.lines = [(ln.sku, ln.quantity) for ln in ev.lines]
+            s.received_lines = None  # applied: s.lines holds them now
             s.order_value = ev.order_value
             s.attributes = dict(ev.attributes)
             if s.paid_at is not None and s.waybill_due is None:

@@ -47,7 +47,8 @@ _SHIPMENT_V1 = (
 )
 
 
-_SHIPMENT_V2 = (*_SHIPMENT_V1, "stale_hold", "stale_silence")  # before the misdelivery check
+# ... and before the misdelivery check and the received order lines (issue #8)
+_SHIPMENT_V2 = (*_SHIPMENT_V1, "stale_hold", "stale_silence")
 
 
 @compact_state(_SHIPMENT_V1, _SHIPMENT_V2)
@@ -113,6 +114,13 @@ class ShipmentState:
     # and whether the alert told it (reported once)
     misdelivery: dict[str, Any] | None = None
     misdelivery_told: bool = False
+    # A cancel's stock release needs the order's lines. They are taken at *arrival* of the
+    # order_placed (warehouse, lines) until it is applied, so whether a cancel finds them
+    # depends only on the orders topic's per-partition order, never on the watermark; a
+    # cancel that arrives before its order_placed leaves its release owed here
+    # (event_id, occurred_at) until the order_placed arrives.
+    received_lines: tuple[str | None, list[tuple[str, int]]] | None = None
+    release_owed: tuple[str, float] | None = None
 
     @property
     def finished_at(self) -> float | None:
@@ -169,7 +177,12 @@ class StockHistory:
     receipt_every_h: float | None = None  # EWMA hours between receipts
 
 
-@compact_state()
+# StockState's fields before the reservation watch (issue #8)
+_STOCK_V1 = ("key", "warehouse_id", "sku", "wms_level", "oms_level", "wms_snapshot",
+             "oms_snapshot", "mismatch", "demand", "notified", "book", "history")
+
+
+@compact_state(_STOCK_V1)
 @dataclass(slots=True)
 class StockState:
     key: str
@@ -184,3 +197,10 @@ class StockState:
     notified: list[str] = field(default_factory=list)  # orders told they are short
     book: AlertBook = field(default_factory=AlertBook)
     history: StockHistory | None = None  # learned models only (issue #4)
+    # reservation_not_released (models.rules.StockRules): the OMS's open reservations per
+    # order (units, reserved at), and the cancels (release lines) whose reservation is still
+    # awaited, per order (cancelled at); the orders last reported and the updates sent
+    reserved: dict[str, tuple[int, float]] = field(default_factory=dict)
+    cancels: dict[str, float] = field(default_factory=dict)
+    unreleased_told: list[str] = field(default_factory=list)
+    unreleased_notices: int = 0

@@ -5,19 +5,20 @@ from __future__ import annotations
 from typing import Any
 
 from delaywatch.config.thresholds import Thresholds
-from delaywatch.core.alerts import Transition, ts_to_dt
+from delaywatch.core.alerts import Finding, Transition, ts_to_dt
 from delaywatch.core.engine import Forward
 from delaywatch.core.state import StockState
 from delaywatch.models.audience import audience_for
 from delaywatch.models.rules import StockRules
 from delaywatch.models.stock_risk import StockModels
-from delaywatch.schemas.alerts import Alert
+from delaywatch.schemas.alerts import Alert, AlertStatus, alert_id_for
 from delaywatch.schemas.events import InventoryEvent, InventoryEventType
 
 __all__ = ["INVENTORY", "OrderLineMsg", "StockLogic", "lines_stream"]
 
 INVENTORY = "inventory"
 NOTIFIED_LIMIT = 200
+UNRELEASED = "reservation_not_released"
 
 
 def lines_stream(origin: int) -> str:
@@ -52,24 +53,46 @@ class StockLogic:
             self._apply_inventory(s, event)
         else:
             line: OrderLineMsg = event
+            order_id = line["order_id"]
             if line["kind"] == "line":
-                s.demand[line["order_id"]] = max(s.demand.get(line["order_id"], 0),
-                                                 int(line["quantity"]))
+                if order_id not in s.cancels:  # a line ordered after its own release: late
+                    s.demand[order_id] = max(s.demand.get(order_id, 0), int(line["quantity"]))
             else:
-                s.demand.pop(line["order_id"], None)
-        out: list[Any] = []
+                s.demand.pop(order_id, None)
+                # the cancel's own time (``at`` is later when it arrived late)
+                self.rules.cancelled(s, order_id, float(line.get("occurred_at", at)))
         findings = self.rules.findings(s, at)
         if models is not None:
             findings += models.findings(s, at)
-        out.extend(self._alert(s, t) for t in s.book.evaluate(s.key, findings, at))
+        out: list[Any] = self._evaluate(s, findings, at)
         out.extend(self._notices(s, at))
         return out
 
     def on_time(self, s: StockState, at: float) -> list[Any]:
-        return []
+        # only the rules: a cancel's grace ran out (the learned models judge at events)
+        return self._evaluate(s, self.rules.findings(s, at), at)
 
     def next_due(self, s: StockState, after: float) -> float | None:
-        return None
+        return min((t for t in self.rules.deadlines(s) if t > after), default=None)
+
+    def _evaluate(self, s: StockState, findings: list[Finding], at: float) -> list[Alert]:
+        transitions = s.book.evaluate(s.key, findings, at)
+        held = next(f for f in findings if f.kind == UNRELEASED)
+        evidence = held.evidence() if callable(held.evidence) else held.evidence
+        orders = [o["order_id"] for o in evidence.get("orders", [])]
+        if any(t.kind == UNRELEASED for t in transitions):
+            s.unreleased_told = orders  # opened with them, or resolved: none
+        elif s.book.is_open(UNRELEASED) and orders != s.unreleased_told:
+            # other orders held (one more, or one released while others are not): say so
+            s.unreleased_told = orders
+            s.unreleased_notices += 1
+            ep = s.book.episodes[UNRELEASED]
+            transitions.append(Transition(
+                alert_id=alert_id_for(s.key, UNRELEASED, ep.number), kind=UNRELEASED,
+                episode=ep.number, status=AlertStatus.UPDATED, severity=ep.severity,
+                reason_codes=("held_orders_changed",),
+                evidence={**evidence, "notice": s.unreleased_notices}, at=at))
+        return [self._alert(s, t) for t in transitions]
 
     def expired(self, s: StockState, watermark: float) -> bool:
         return False
@@ -98,10 +121,13 @@ class StockLogic:
                     s.demand[ev.order_id] = left
                 else:
                     s.demand.pop(ev.order_id, None)
+                self.rules.settle(s, ev.order_id)  # its reservation was used
         elif et == InventoryEventType.STOCK_RESERVED and ev.order_id:
             s.demand[ev.order_id] = max(s.demand.get(ev.order_id, 0), q)
+            self.rules.reserve(s, ev.order_id, q, t)
         elif et == InventoryEventType.RESERVATION_RELEASED and ev.order_id:
             s.demand.pop(ev.order_id, None)
+            self.rules.settle(s, ev.order_id)
 
     def _notices(self, s: StockState, at: float) -> list[Forward]:
         """Tell each order whose demand lies beyond what is on hand, once."""

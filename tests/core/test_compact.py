@@ -63,3 +63,24 @@ def test_shipment_state_written_before_the_feed_hold_still_reads() -> None:
     new.__setstate__(state)
     assert (new.order_id, new.carrier, new.scans) == ("O-1", "cj", 3)
     assert new.stale_hold is None and new.stale_silence is None
+
+
+def test_states_written_before_the_reservation_watch_still_read() -> None:
+    """Changelogs written by the version without the received lines (shipment) and the
+    reservations and cancels (stock), issue #8."""
+    from delaywatch.core.state import _SHIPMENT_V2, _STOCK_V1, StockState
+
+    old = ShipmentState("O-1", carrier="cj", stale_hold=(1.0, 2.0))
+    new = ShipmentState.__new__(ShipmentState)
+    new.__setstate__((layout_of(ShipmentState, _SHIPMENT_V2),
+                      tuple(getattr(old, n) for n in _SHIPMENT_V2)))
+    assert (new.carrier, new.stale_hold) == ("cj", (1.0, 2.0))
+    assert new.received_lines is None and new.release_owed is None
+
+    stock = StockState("W1:SKU-1", "W1", "SKU-1", wms_level=5, demand={"O-1": 2})
+    read = StockState.__new__(StockState)
+    read.__setstate__((layout_of(StockState, _STOCK_V1),
+                       tuple(getattr(stock, n) for n in _STOCK_V1)))
+    assert (read.key, read.wms_level, read.demand) == ("W1:SKU-1", 5, {"O-1": 2})
+    assert (read.reserved, read.cancels, read.unreleased_told, read.unreleased_notices) == (
+        {}, {}, [], 0)

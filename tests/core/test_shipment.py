@@ -17,8 +17,11 @@ import pytest
 
 from delaywatch.config import Settings, Thresholds
 from delaywatch.core.pipeline import Topology
+from delaywatch.core.shipment import ORDERS, ShipmentLogic
+from delaywatch.core.state import ShipmentState
 from delaywatch.schemas.alerts import Alert, AlertStatus, Severity, alert_id_for
 from delaywatch.schemas.dlq import DeadLetter, SourceRef
+from delaywatch.schemas.events import OrderEvent
 
 KST = ZoneInfo("Asia/Seoul")
 DAY0 = date(2024, 5, 6)
@@ -484,6 +487,57 @@ def test_a_progress_scan_after_the_delivery_is_status_backwards(world) -> None:
     assert (opened.status, resolved.status) == (AlertStatus.OPEN, AlertStatus.RESOLVED)
     assert opened.detected_at == kst(1, 15)
     assert opened.evidence["scan"]["type"] == "arrived_at_hub"
+
+
+# -- a cancel's stock release (issue #8) ----------------------------------------------------------
+def _order_event(event_id: str, event_type: str, at: datetime, **fields: Any) -> OrderEvent:
+    return OrderEvent.model_validate({"event_id": event_id, "event_type": event_type,
+                                      "occurred_at": iso(at), "order_id": "O-1", **fields})
+
+
+PLACED = _order_event("p-1", "order_placed", kst(0, 9, 55), warehouse_id="W1",
+                      lines=[{"sku": "SKU-1", "quantity": 2}, {"sku": "SKU-2", "quantity": 1}])
+CANCEL = _order_event("c-1", "order_cancelled", kst(0, 10, 15))
+
+
+def _sent(logic: ShipmentLogic, s: ShipmentState, *events: OrderEvent) -> list[tuple[str, ...]]:
+    out = []
+    for ev in events:
+        out += [(f.value["kind"], f.key, f.value["event_id"], f.value["quantity"],
+                 f.value["occurred_at"])
+                for f in logic.on_receipt(s, ORDERS, ev, {}) if f.key is not None]
+    return out
+
+
+LINES = [("line", "W1:SKU-1", "p-1:0", 2, kst(0, 9, 55).timestamp()),
+         ("line", "W1:SKU-2", "p-1:1", 1, kst(0, 9, 55).timestamp())]
+RELEASES = [("release", "W1:SKU-1", "c-1:0", 2, kst(0, 10, 15).timestamp()),
+            ("release", "W1:SKU-2", "c-1:1", 1, kst(0, 10, 15).timestamp())]
+
+
+@pytest.mark.parametrize("placed_applied", [False, True])
+def test_a_cancel_releases_the_lines_of_its_order_placed_received_before_it(
+        thresholds, placed_applied) -> None:
+    """Whether the order_placed was applied yet (the watermark) makes no difference: what
+    the orders topic delivered before the cancel decides."""
+    logic = ShipmentLogic(thresholds)
+    s = logic.new_state("O-1")
+    assert _sent(logic, s, PLACED) == LINES
+    if placed_applied:
+        logic.apply(s, ORDERS, PLACED, kst(0, 9, 55).timestamp())
+    assert _sent(logic, s, CANCEL) == RELEASES
+
+
+def test_a_cancel_received_before_its_order_placed_releases_once_that_arrives(
+        thresholds) -> None:
+    logic = ShipmentLogic(thresholds)
+    s = logic.new_state("O-1")
+    assert _sent(logic, s, CANCEL) == []  # no lines known yet: the release is owed
+    assert _sent(logic, s, PLACED) == LINES + RELEASES  # dated at the cancel
+    # another order_placed of the order (a correction) sends its lines, not the release again
+    again = _order_event("p-2", "order_placed", kst(0, 9, 56), warehouse_id="W1",
+                         lines=[{"sku": "SKU-1", "quantity": 2}])
+    assert [k for k, *_ in _sent(logic, s, again)] == ["line"]
 
 
 # -- cancellation, identity, severity ----------------------------------------------------------

@@ -6,13 +6,13 @@ import pytest
 
 from delaywatch.models.audience import AUDIENCE_BY_KIND, audience_for
 from delaywatch.models.risk import RiskDetector
-from delaywatch.models.rules import DELAY_KINDS, STOCK_KINDS
+from delaywatch.models.rules import DELAY_KINDS, INTEGRITY_KINDS, STOCK_KINDS
 from delaywatch.models.stock_risk import STOCK_MODEL_KINDS
 from delaywatch.schemas.alerts import Audience
 
 
 def test_every_detector_kind_is_mapped_explicitly() -> None:
-    kinds = {*DELAY_KINDS, *STOCK_KINDS, *STOCK_MODEL_KINDS, "delay_risk"}
+    kinds = {*DELAY_KINDS, *INTEGRITY_KINDS, *STOCK_KINDS, *STOCK_MODEL_KINDS, "delay_risk"}
     assert RiskDetector.kinds == ("delay_risk",)
     assert kinds <= set(AUDIENCE_BY_KIND)
 
@@ -23,7 +23,8 @@ def test_every_detector_kind_is_mapped_explicitly() -> None:
     ("waybill_missing", Audience.LOGISTICS), ("handover_missed", Audience.LOGISTICS),
     ("stock_shortage", Audience.LOGISTICS), ("carrier_exception", Audience.LOGISTICS),
     ("oversell", Audience.LOGISTICS), ("negative_stock", Audience.LOGISTICS),
-    ("stock_mismatch", Audience.LOGISTICS), ("dlq_rate", Audience.ADMIN),
+    ("stock_mismatch", Audience.LOGISTICS), ("reservation_not_released", Audience.LOGISTICS),
+    ("dlq_rate", Audience.ADMIN),
 ])
 def test_mapping(kind, audience) -> None:
     assert audience_for(kind) is audience
