@@ -228,23 +228,26 @@ class Engine(Generic[S]):
                     event_id,
                 )
             ]
-        # The stream's clock moves with every record it delivers, re-sent ones too: after a
+        ks = self.states.get(key)
+        if ks is not None and event_id in ks.seen:
+            first = ks.prints.get(event_id)
+            if content is not None and first is not None and first != content:
+                # refused, and its clock not believed: its occurred_at may be the very thing
+                # that differs, and a clock moved by it would re-time other keys' events
+                return [Rejected("conflicting_duplicate", f"event_id {event_id!r} was already "
+                                 "received with other content: the first one counts",
+                                 event_id), *self._run(self.watermark)]
+        # The stream's clock moves with every record it delivers, exact re-sends too: after a
         # crash, state may already hold events whose partition clock was not yet written,
         # and their re-delivery must bring the clock where the first delivery had it.
         if occurred_at > clock:
             self.clocks[stream] = occurred_at
             self._watermark = None
-        ks = self.states.get(key)
         if ks is None:
             ks = KeyState(key, self.logic.new_state(key))
             self.states[key] = ks
         seen = ks.seen
         if event_id in seen:
-            first = ks.prints.get(event_id)
-            if content is not None and first is not None and first != content:
-                return [Rejected("conflicting_duplicate", f"event_id {event_id!r} was already "
-                                 "received with other content: the first one counts",
-                                 event_id), *self._run(self.watermark)]
             self.duplicates += 1
             return self._run(self.watermark)
         seen[event_id] = occurred_at

@@ -278,6 +278,20 @@ def test_same_event_id_with_other_content_is_refused_and_the_first_counts(make_e
     assert drive(engine, 1000.0) == [("k", "event", "first", 100.0)]
 
 
+def test_a_refused_duplicate_does_not_move_its_streams_clock(make_engine) -> None:
+    """Its occurred_at may be what differs (found by the fuzz test: a conflicting re-send
+    of a snapshot dated an hour ahead moved the inventory clock, and another key's on-time
+    snapshot was then ordered as late, its alert 36 min later). An exact re-send still
+    moves it (after a crash it brings the clock where the first delivery had it)."""
+    engine = make_engine()
+    engine.ingest("a", "k", "first", "a1", 100.0, content=1)
+    before = dict(engine.clocks)
+    [refused] = engine.ingest("a", "k", "other", "a1", 5000.0, content=2)
+    assert refused.reason == "conflicting_duplicate" and engine.clocks == before
+    assert engine.ingest("a", "k", "resent", "a1", 100.0, content=1) == []
+    assert engine.clocks == before
+
+
 def test_state_pickled_before_fingerprints_is_restored_and_absorbs_resends(make_engine) -> None:
     before = make_engine()
     before.ingest("a", "k", "e", "a1", 100.0, content=1)
